@@ -24,6 +24,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/clock.h"
@@ -61,8 +62,14 @@ bool ValidExemplarLabels(std::span<const ExemplarLabel> labels);
 
 namespace internal {
 struct ExemplarSlot;
+struct ExemplarData;
 class FamilyBase;
 struct FamilyShape;
+// Per-thread shards keep concurrent writers off each other's cache lines.
+inline constexpr size_t kShards = 4;
+struct alignas(64) CacheLine {
+  std::atomic<uint64_t> cell[8];
+};
 // An exemplar cell: null until first used, then one slot reused in place.
 class ExemplarCell {
  public:
@@ -72,14 +79,17 @@ class ExemplarCell {
   ~ExemplarCell();
   bool Store(std::span<const ExemplarLabel> labels, double value, int64_t ts_nanos);
   void StoreSpan(const SpanContextRef& ctx, double value, int64_t ts_nanos);
-  // Appends ` # {labels} value timestamp` when an exemplar is present.
-  void AppendOpenMetrics(std::string& out) const;
+  // Copies the latest exemplar; false when none was recorded.
+  bool Read(ExemplarData* out) const;
 
  private:
   ExemplarSlot* Acquire();
   std::atomic<ExemplarSlot*> slot_{nullptr};
 };
 }  // namespace internal
+
+template <class T>
+class Family;
 
 // ---- series ------------------------------------------------------------------------------
 
@@ -95,10 +105,11 @@ class Counter {
   uint64_t Value() const;
 
  private:
-  friend class internal::FamilyBase;
+  template <class>
+  friend class Family;
   void Render(std::string& out, std::string_view name, std::string_view labels, bool om) const;
   const internal::FamilyShape* shape_;
-  std::unique_ptr<std::atomic<uint64_t>[]> shards_;
+  std::unique_ptr<internal::CacheLine[]> shards_;  // cell[0] of each line
   internal::ExemplarCell exemplar_;
 };
 
@@ -112,7 +123,8 @@ class Gauge {
   double Value() const { return value_.load(std::memory_order_relaxed); }
 
  private:
-  friend class internal::FamilyBase;
+  template <class>
+  friend class Family;
   void Render(std::string& out, std::string_view name, std::string_view labels, bool om) const;
   std::atomic<double> value_{0};
 };
@@ -136,13 +148,17 @@ class Histogram {
   Snapshot Collect() const;
 
  private:
-  friend class internal::FamilyBase;
+  template <class>
+  friend class Family;
   size_t BucketOf(double v) const;
   void Add(size_t bucket, double v);
   void Render(std::string& out, std::string_view name, std::string_view labels, bool om) const;
   const internal::FamilyShape* shape_;
-  size_t stride_;  // cells per shard: buckets then the sum's bits
-  std::unique_ptr<std::atomic<uint64_t>[]> cells_;
+  std::atomic<uint64_t>& Cell(size_t shard, size_t k) const {
+    return cells_[shard * lines_per_shard_ + k / 8].cell[k % 8];
+  }
+  size_t lines_per_shard_;  // cells per shard: bucket counts, then the sum's bits
+  std::unique_ptr<internal::CacheLine[]> cells_;
   std::unique_ptr<internal::ExemplarCell[]> exemplars_;  // one per bucket, or null
 };
 
@@ -179,11 +195,15 @@ class FamilyBase {
   std::shared_ptr<void> Find(std::span<const std::string_view> values,
                              const std::function<std::shared_ptr<void>()>& make);
   bool Erase(std::span<const std::string_view> values);
+  // The series as they are now; entries stay alive while a scrape renders them.
+  std::vector<std::shared_ptr<const Entry>> SnapshotEntries() const;
+  std::string RenderLabels(std::span<const std::string_view> values) const;
   virtual void RenderSeries(std::string& out, std::string_view name, const Entry& e,
                             bool om) const = 0;
   FamilyShape shape_;
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Entry>> entries_;
+  std::vector<std::shared_ptr<Entry>> entries_;  // in creation order
+  std::unordered_map<std::string, std::shared_ptr<Entry>> index_;
 };
 
 }  // namespace internal
