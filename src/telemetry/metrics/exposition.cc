@@ -118,12 +118,60 @@ void AppendUint(std::string& out, uint64_t v) {
 void AppendDouble(std::string& out, double v) {
   if (std::isnan(v)) {
     out.append("NaN");
-  } else if (std::isinf(v)) {
+    return;
+  }
+  if (std::isinf(v)) {
     out.append(v > 0 ? "+Inf" : "-Inf");
+    return;
+  }
+  // The shortest round-trip digits, laid out the way Go's %g does it (plain notation for
+  // decimal exponents in [-4, 21), scientific with a two-digit exponent otherwise), which is
+  // what Prometheus tooling prints and what OpenMetrics' canonical numbers are built from.
+  char sci[32];
+  const auto r = std::to_chars(sci, sci + sizeof sci, v, std::chars_format::scientific);
+  std::string_view text(sci, static_cast<size_t>(r.ptr - sci));
+  if (text.front() == '-') {
+    out.push_back('-');
+    text.remove_prefix(1);
+  }
+  const size_t e = text.find('e');
+  std::string digits;
+  digits.push_back(text[0]);
+  if (e > 1) digits.append(text.substr(2, e - 2));  // skip the '.'
+  int exp = 0;
+  std::from_chars(text.data() + e + (text[e + 1] == '+' ? 2 : 1), text.data() + text.size(),
+                  exp);
+  if (exp < -4 || exp >= 21) {
+    out.push_back(digits[0]);
+    if (digits.size() > 1) {
+      out.push_back('.');
+      out.append(digits, 1);
+    }
+    out.push_back('e');
+    out.push_back(exp < 0 ? '-' : '+');
+    const int mag = exp < 0 ? -exp : exp;
+    if (mag < 10) out.push_back('0');
+    AppendUint(out, static_cast<uint64_t>(mag));
+  } else if (exp < 0) {
+    out.append("0.");
+    out.append(static_cast<size_t>(-exp - 1), '0');
+    out.append(digits);
+  } else if (static_cast<size_t>(exp) + 1 >= digits.size()) {
+    out.append(digits);
+    out.append(static_cast<size_t>(exp) + 1 - digits.size(), '0');
   } else {
-    char buf[32];
-    auto r = std::to_chars(buf, buf + sizeof buf, v);
-    out.append(buf, r.ptr);
+    out.append(digits, 0, static_cast<size_t>(exp) + 1);
+    out.push_back('.');
+    out.append(digits, static_cast<size_t>(exp) + 1);
+  }
+}
+
+void AppendCanonicalDouble(std::string& out, double v) {
+  const size_t start = out.size();
+  AppendDouble(out, v);
+  if (std::isfinite(v) &&
+      out.find_first_of(".e", start) == std::string::npos) {
+    out.append(".0");
   }
 }
 
@@ -239,7 +287,7 @@ void Histogram::Render(std::string& out, std::string_view name, std::string_view
   for (size_t b = 0; b <= bounds.size(); ++b) {
     bucket_labels.resize(prefix);
     if (b < bounds.size()) {
-      internal::AppendDouble(bucket_labels, bounds[b]);
+      internal::AppendCanonicalDouble(bucket_labels, bounds[b]);
     } else {
       bucket_labels.append("+Inf");
     }

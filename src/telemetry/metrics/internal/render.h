@@ -14,6 +14,10 @@ namespace oxg::metrics::internal {
 void AppendEscapedLabelValue(std::string& out, std::string_view value);
 // Appends the shortest text that reads back as `v`; +Inf, -Inf and NaN as the formats spell them.
 void AppendDouble(std::string& out, double v);
+// AppendDouble in OpenMetrics' canonical form, which `le` values must use: a finite integral
+// value gets ".0" (1 -> "1.0"). Both formats use it so a series keeps one `le` whichever
+// format a scraper negotiates.
+void AppendCanonicalDouble(std::string& out, double v);
 void AppendUint(std::string& out, uint64_t v);
 // Appends the exemplar suffix ` # {labels} value timestamp`.
 void AppendExemplar(std::string& out, const ExemplarData& ex);

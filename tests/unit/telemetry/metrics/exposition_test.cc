@@ -6,6 +6,7 @@
 
 #include "common/clock.h"
 #include "common/ids.h"
+#include "telemetry/metrics/internal/render.h"
 #include "telemetry/metrics/metrics.h"
 
 namespace oxg::metrics {
@@ -201,6 +202,46 @@ TEST_F(ExpositionTest, SpecialGaugeValues) {
   EXPECT_NE(text.find("t_special{k=\"ninf\"} -Inf\n"), std::string::npos);
   EXPECT_NE(text.find("t_special{k=\"nan\"} NaN\n"), std::string::npos);
   EXPECT_NE(text.find("t_special{k=\"neg\"} -2.5\n"), std::string::npos);
+}
+
+TEST(NumberFormat, GoStyleShortestAndCanonical) {
+  const struct {
+    double v;
+    const char* plain;
+    const char* canonical;
+  } cases[] = {
+      {0.0005, "0.0005", "0.0005"},
+      {0.00001, "1e-05", "1e-05"},
+      {1, "1", "1.0"},
+      {10, "10", "10.0"},
+      {2.5, "2.5", "2.5"},
+      {0.1, "0.1", "0.1"},
+      {-3.25, "-3.25", "-3.25"},
+      {123456, "123456", "123456.0"},
+      {1234.5678, "1234.5678", "1234.5678"},
+      {1e20, "100000000000000000000", "100000000000000000000.0"},
+      {1e21, "1e+21", "1e+21"},
+      {1.5e-300, "1.5e-300", "1.5e-300"},
+      {0, "0", "0.0"},
+      {INFINITY, "+Inf", "+Inf"},
+  };
+  for (const auto& c : cases) {
+    std::string plain, canonical;
+    internal::AppendDouble(plain, c.v);
+    internal::AppendCanonicalDouble(canonical, c.v);
+    EXPECT_EQ(plain, c.plain) << c.v;
+    EXPECT_EQ(canonical, c.canonical) << c.v;
+  }
+}
+
+TEST_F(ExpositionTest, DefaultBucketsUseCanonicalLe) {
+  reg_.AddHistogram("t_default_seconds", "x", {}).WithLabels({}).Observe(0.3);
+  const std::string om = Om();
+  for (const char* le : {"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+                         "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "+Inf"}) {
+    EXPECT_NE(om.find(std::string("le=\"") + le + "\"}"), std::string::npos) << le;
+  }
+  EXPECT_EQ(om.find("e-04"), std::string::npos);
 }
 
 TEST(ProcessMetrics, ReadFromProc) {
