@@ -1,1 +1,277 @@
-// placeholder
+#include "common/ids.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace oxg {
+namespace {
+
+// Reads exactly `len` bytes from the kernel CSPRNG. getrandom may return short counts for large
+// requests or be interrupted by a signal, so it loops. A failing CSPRNG is not recoverable:
+// handing out predictable ids or tokens would be worse than stopping.
+void FillFromKernel(uint8_t* out, size_t len) {
+  while (len > 0) {
+    const ssize_t n = getrandom(out, len, 0);
+    if (n > 0) {
+      out += n;
+      len -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ENOSYS) {
+      // Kernels older than 3.17; /dev/urandom gives the same stream.
+      const int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+      while (fd >= 0 && len > 0) {
+        const ssize_t r = read(fd, out, len);
+        if (r > 0) {
+          out += r;
+          len -= static_cast<size_t>(r);
+        } else if (!(r < 0 && errno == EINTR)) {
+          break;
+        }
+      }
+      if (fd >= 0) close(fd);
+      if (len == 0) return;
+    }
+    std::fputs("0xgen: fatal: the kernel random number generator failed\n", stderr);
+    std::abort();
+  }
+}
+
+constexpr size_t kPoolSize = 256;
+
+// Fork detection. A page marked MADV_WIPEONFORK (Linux 4.14+) reads as zeros in a child, whatever
+// way the child was created (fork, _Fork, clone), so a non-zero epoch stored there changes to 0
+// after a fork and one atomic load per draw detects it. Where the kernel refuses the advice, the
+// pid is compared instead, which costs a getpid system call per draw.
+struct ForkEpoch {
+  std::atomic<uint64_t>* page_epoch = nullptr;  // null: fall back to getpid()
+  // Not wiped: carried into children, so every new epoch differs from all earlier ones.
+  std::atomic<uint64_t> last_epoch{1};
+};
+
+ForkEpoch& Epoch() {
+  static ForkEpoch* const epoch = [] {
+    auto* e = new ForkEpoch();
+    const long page_size = sysconf(_SC_PAGESIZE);
+    void* page = mmap(nullptr, static_cast<size_t>(page_size), PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page != MAP_FAILED) {
+      if (madvise(page, static_cast<size_t>(page_size), MADV_WIPEONFORK) == 0) {
+        e->page_epoch = new (page) std::atomic<uint64_t>(1);
+      } else {
+        munmap(page, static_cast<size_t>(page_size));
+      }
+    }
+    return e;
+  }();
+  return *epoch;
+}
+
+// The epoch of this process; a fresh one after each fork.
+uint64_t CurrentEpoch(ForkEpoch& e) {
+  uint64_t cur = e.page_epoch->load(std::memory_order_acquire);
+  if (cur != 0) return cur;
+  // First draw in a child: claim a new epoch. Several threads may race here; the CAS makes
+  // them agree on one.
+  const uint64_t fresh = e.last_epoch.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (e.page_epoch->compare_exchange_strong(cur, fresh, std::memory_order_acq_rel)) return fresh;
+  return cur;
+}
+
+// Plain data so the thread_local needs no constructor or destructor hook (cheaper access, and
+// usable while a thread is being torn down). An owner of 0 means "never filled"; it is an epoch
+// or, in the fallback, a pid.
+struct RandomPool {
+  uint8_t bytes[kPoolSize];
+  size_t available;  // unread bytes at the end of `bytes`
+  uint64_t owner;
+};
+thread_local RandomPool tls_pool;
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+// "00".."ff" laid out as pairs so one byte becomes one 2-byte copy.
+struct HexPairs {
+  char text[512];
+  constexpr HexPairs() : text() {
+    for (int i = 0; i < 256; ++i) {
+      text[2 * i] = kHexDigits[i >> 4];
+      text[2 * i + 1] = kHexDigits[i & 0xf];
+    }
+  }
+};
+constexpr HexPairs kHexPairs;
+
+void WriteHexBytes(const uint8_t* bytes, size_t n, char* out) {
+  for (size_t i = 0; i < n; ++i) std::memcpy(out + 2 * i, &kHexPairs.text[2 * bytes[i]], 2);
+}
+
+// -1 for anything that is not a hex digit.
+struct HexValues {
+  int8_t value[256];
+  constexpr HexValues() : value() {
+    for (int i = 0; i < 256; ++i) value[i] = -1;
+    for (int i = 0; i < 10; ++i) value['0' + i] = static_cast<int8_t>(i);
+    for (int i = 0; i < 6; ++i) {
+      value['a' + i] = static_cast<int8_t>(10 + i);
+      value['A' + i] = static_cast<int8_t>(10 + i);
+    }
+  }
+};
+constexpr HexValues kHexValues;
+
+template <size_t N>
+bool AllZero(const std::array<uint8_t, N>& bytes) {
+  uint8_t acc = 0;
+  for (uint8_t b : bytes) acc |= b;
+  return acc == 0;
+}
+
+constexpr char kCrockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+}  // namespace
+
+void RandomBytes(std::span<uint8_t> out) {
+  if (out.size() > kPoolSize / 2) {
+    // Large draws would drain the pool at once; going straight to the kernel is as cheap.
+    FillFromKernel(out.data(), out.size());
+    return;
+  }
+  RandomPool& pool = tls_pool;
+  // After fork the child inherits this thread's pool; reusing it would make parent and child
+  // hand out the same "random" ids and tokens.
+  ForkEpoch& epoch = Epoch();
+  const uint64_t owner =
+      epoch.page_epoch != nullptr ? CurrentEpoch(epoch) : static_cast<uint64_t>(getpid());
+  if (pool.owner != owner) {
+    pool.available = 0;
+    pool.owner = owner;
+  }
+  uint8_t* dst = out.data();
+  size_t need = out.size();
+  while (need > 0) {
+    if (pool.available == 0) {
+      FillFromKernel(pool.bytes, kPoolSize);
+      pool.available = kPoolSize;
+    }
+    const size_t take = need < pool.available ? need : pool.available;
+    uint8_t* src = pool.bytes + (kPoolSize - pool.available);
+    std::memcpy(dst, src, take);
+    // Wipe what was handed out so a later memory disclosure cannot reveal past tokens.
+    std::memset(src, 0, take);
+    pool.available -= take;
+    dst += take;
+    need -= take;
+  }
+}
+
+TraceId TraceId::Random() {
+  TraceId id;
+  do {
+    RandomBytes(id.bytes);
+  } while (!id.IsValid());
+  return id;
+}
+
+bool TraceId::IsValid() const { return !AllZero(bytes); }
+
+std::string TraceId::ToHex() const {
+  std::string s(32, '\0');
+  WriteHex(s.data());
+  return s;
+}
+
+void TraceId::WriteHex(char* out) const { WriteHexBytes(bytes.data(), bytes.size(), out); }
+
+SpanId SpanId::Random() {
+  SpanId id;
+  do {
+    RandomBytes(id.bytes);
+  } while (!id.IsValid());
+  return id;
+}
+
+bool SpanId::IsValid() const { return !AllZero(bytes); }
+
+std::string SpanId::ToHex() const {
+  std::string s(16, '\0');
+  WriteHex(s.data());
+  return s;
+}
+
+void SpanId::WriteHex(char* out) const { WriteHexBytes(bytes.data(), bytes.size(), out); }
+
+std::string HexEncode(std::span<const uint8_t> bytes) {
+  std::string s(bytes.size() * 2, '\0');
+  WriteHexBytes(bytes.data(), bytes.size(), s.data());
+  return s;
+}
+
+bool HexDecode(std::string_view hex, std::span<uint8_t> out) {
+  if (hex.size() != out.size() * 2) return false;
+  // Validate everything first so `out` is untouched on failure.
+  for (char c : hex) {
+    if (kHexValues.value[static_cast<uint8_t>(c)] < 0) return false;
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int hi = kHexValues.value[static_cast<uint8_t>(hex[2 * i])];
+    const int lo = kHexValues.value[static_cast<uint8_t>(hex[2 * i + 1])];
+    out[i] = static_cast<uint8_t>((hi << 4) | lo);
+  }
+  return true;
+}
+
+std::string NewUlid(const Clock& clock) {
+  const auto since_epoch = clock.Now().time_since_epoch();
+  int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count();
+  if (ms < 0) ms = 0;  // ULIDs cannot express times before 1970
+  const uint64_t time48 = static_cast<uint64_t>(ms) & ((uint64_t{1} << 48) - 1);
+
+  uint8_t rnd[10];
+  RandomBytes(rnd);
+
+  std::string s(26, '\0');
+  // 10 characters carry the 48-bit time (top 2 bits of the first character are zero) ...
+  for (int i = 9; i >= 0; --i) s[static_cast<size_t>(9 - i)] = kCrockford[(time48 >> (5 * i)) & 31];
+  // ... and 16 characters carry the 80 random bits, split into two 40-bit halves.
+  for (int half = 0; half < 2; ++half) {
+    uint64_t v = 0;
+    for (int j = 0; j < 5; ++j) v = (v << 8) | rnd[half * 5 + j];
+    for (int i = 7; i >= 0; --i) {
+      s[static_cast<size_t>(10 + half * 8 + (7 - i))] = kCrockford[(v >> (5 * i)) & 31];
+    }
+  }
+  return s;
+}
+
+std::string NewSecretToken() {
+  uint8_t raw[32];
+  RandomBytes(raw);
+  std::string token = HexEncode(raw);
+  std::memset(raw, 0, sizeof(raw));
+  return token;
+}
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  // Lengths of tokens are public (they are fixed-format); only content must not leak.
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+    // Keeps the optimizer from turning the loop into an early-exit comparison.
+    __asm__ __volatile__("" : "+r"(diff));
+  }
+  return diff == 0;
+}
+
+}  // namespace oxg

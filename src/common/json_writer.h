@@ -35,12 +35,21 @@ class JsonWriter {
   // Inserts already-serialized JSON as one value.
   JsonWriter& Raw(std::string_view json);
 
+  // Nesting deeper than this is written as null (with its contents dropped) so the output
+  // stays valid JSON.
+  static constexpr int kMaxDepth = 64;
+
  private:
   void Separate();
+  JsonWriter& Begin(char open);
+  JsonWriter& End(char close);
+  bool Skipping() const;
   std::string& out_;
   // One bit per nesting level: whether the current container already holds an element.
   uint64_t has_element_ = 0;
   int depth_ = 0;
+  // Levels opened beyond kMaxDepth, whose contents are dropped.
+  int skipped_depth_ = 0;
   bool after_key_ = false;
 };
 

@@ -18,7 +18,8 @@ struct HostPort {
   std::string ToString() const;
 };
 
-// Errors name what is wrong, e.g. `"9090": missing ":" before the port`.
+// Errors quote the input and name what is wrong, e.g.
+//   invalid address "9090": expected host:port or :port
 absl::StatusOr<HostPort> ParseHostPort(std::string_view text);
 
 }  // namespace oxg

@@ -10,10 +10,10 @@
 #define OXG_STATUS_CONCAT_(a, b) OXG_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function when `expr` yields a non-OK status.
-#define OXG_RETURN_IF_ERROR(expr)                 \
-  do {                                            \
-    ::absl::Status oxg_status_ = (expr);          \
-    if (!oxg_status_.ok()) return oxg_status_;    \
+#define OXG_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status oxg_status_ = (expr);       \
+    if (!oxg_status_.ok()) return oxg_status_; \
   } while (false)
 
 // `OXG_ASSIGN_OR_RETURN(auto x, Foo());` binds the value of a StatusOr or returns its error.
