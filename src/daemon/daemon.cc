@@ -1,1 +1,306 @@
-// placeholder
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "common/build_info.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/redact.h"
+#include "daemon/internal/text.h"
+#include "telemetry/audit/audit.h"
+#include "telemetry/metrics/metrics.h"
+#include "telemetry/metrics/metrics_server.h"
+
+namespace oxg::daemon {
+
+using internal::Cat;
+using internal::TrimAscii;
+
+namespace {
+
+constexpr std::string_view kComponent = "daemon";
+// Generous for a hex token, small enough that a wrong file (a log, a core) is refused quickly.
+constexpr size_t kMaxTokenFileBytes = 4096;
+
+std::string ErrnoText(int err) {
+  char buf[256];
+  return std::string(strerror_r(err, buf, sizeof(buf)));
+}
+
+std::string JoinPath(const std::string& dir, std::string_view name) {
+  if (!dir.empty() && dir.back() == '/') return Cat(dir, name);
+  return Cat(dir, "/", name);
+}
+
+std::string_view SignalName(int sig) {
+  switch (sig) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    default:
+      return "signal";
+  }
+}
+
+absl::StatusOr<std::string> ReadTokenFile(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0)
+    return absl::InternalError(Cat("cannot read ", path, " (", ErrnoText(errno), ")"));
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(Cat(path, " is not a regular file"));
+  }
+  // Older runs or a careless copy may have left it readable by others; the token grants plugin
+  // access, so it is kept owner-only.
+  if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0) {
+    log::Warn(kComponent, Cat("cannot restrict ", path, " to mode 0600 (", ErrnoText(errno), ")"));
+  }
+  std::string text;
+  char buf[512];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(Cat("cannot read ", path, " (", ErrnoText(errno), ")"));
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxTokenFileBytes) {
+      return absl::FailedPreconditionError(
+          Cat(path, " is larger than ", kMaxTokenFileBytes, " bytes"));
+    }
+  }
+  std::string_view stripped = TrimAscii(text);
+  if (stripped.empty()) {
+    return absl::FailedPreconditionError(
+        Cat(path, " is empty; remove it to have a new one generated, or pass --token"));
+  }
+  return std::string(stripped);
+}
+
+absl::Status WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::Status(absl::ErrnoToStatusCode(errno), ErrnoText(errno));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+void Audit(audit::AuditLog& log, audit::EventType type, std::string reason,
+           std::vector<std::pair<std::string, std::string>> metadata = {}) {
+  audit::AuditEvent event;
+  event.component = std::string(kComponent);
+  event.event_type = type;
+  event.decision = audit::Decision::kInfo;
+  event.reason = std::move(reason);
+  event.metadata = std::move(metadata);
+  log.Write(event);
+}
+
+}  // namespace
+
+absl::Status EnsureDataDir(const std::string& path) {
+  if (path.empty()) return absl::InvalidArgumentError("the data dir path is empty");
+  // mkdir -p, one component at a time, so the failing component can be named.
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    const std::string prefix = path.substr(0, pos);
+    if (prefix.empty() || prefix == "." || prefix == "..") continue;
+    if (::mkdir(prefix.c_str(), 0700) == 0) {
+      // The umask may have taken bits away; the owner needs all three.
+      ::chmod(prefix.c_str(), 0700);
+      continue;
+    }
+    const int err = errno;
+    if (err == EEXIST) continue;
+    if (prefix == path || pos == path.size() - 1) {
+      return absl::FailedPreconditionError(Cat("cannot create ", path, ": ", ErrnoText(err)));
+    }
+    return absl::FailedPreconditionError(
+        Cat("cannot create ", path, " (at ", prefix, "): ", ErrnoText(err)));
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::FailedPreconditionError(Cat(path, ": ", ErrnoText(errno)));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(Cat(path, " is not a directory"));
+  }
+  if (::access(path.c_str(), W_OK | X_OK) != 0) {
+    return absl::FailedPreconditionError(Cat(path, " is not writable: ", ErrnoText(errno)));
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    log::Warn(kComponent, Cat("data dir ", path, " is accessible to other users (mode ", mode,
+                              "); it holds the plugin token and captured traffic, "
+                              "consider chmod 700"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> LoadOrCreateToken(const std::string& data_dir, TokenSource* source) {
+  const std::string path = JoinPath(data_dir, "token");
+  // Two attempts: if another process creates the file between our read and our create, the
+  // second round reads what it wrote.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int rfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (rfd >= 0) {
+      auto token = ReadTokenFile(rfd, path);
+      ::close(rfd);
+      if (token.ok() && source != nullptr) *source = TokenSource::kFile;
+      return token;
+    }
+    if (errno != ENOENT) {
+      return absl::FailedPreconditionError(Cat("cannot read ", path, " (", ErrnoText(errno), ")"));
+    }
+    const std::string token = NewSecretToken();
+    // O_EXCL: never truncate a token some other process has just written.
+    const int wfd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (wfd < 0) {
+      if (errno == EEXIST) continue;
+      return absl::FailedPreconditionError(
+          Cat("cannot create ", path, " (", ErrnoText(errno), ")"));
+    }
+    absl::Status st = WriteAll(wfd, token);
+    if (st.ok() && ::fsync(wfd) != 0) st = absl::InternalError(ErrnoText(errno));
+    ::close(wfd);
+    if (!st.ok()) {
+      ::unlink(path.c_str());
+      return absl::FailedPreconditionError(Cat("cannot write ", path, " (", st.message(), ")"));
+    }
+    if (source != nullptr) *source = TokenSource::kGenerated;
+    return token;
+  }
+  return absl::FailedPreconditionError(Cat("cannot read or create ", path));
+}
+
+int Run(const Config& config) {
+  // Before any thread exists, so every thread inherits the mask and the signals are only ever
+  // consumed by the sigwait() below instead of killing a random thread.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  if (int rc = pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr); rc != 0) {
+    log::Error(kComponent, Cat("cannot block SIGINT/SIGTERM: ", ErrnoText(rc)));
+    return 1;
+  }
+  // A scraper hanging up mid-response must cost an EPIPE, not the process.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  log::SetLevel(config.log_level);
+  log::Info(kComponent, Cat("0xgend ", kVersion, " (", kRevision, ") starting, pid ", ::getpid()));
+
+  if (absl::Status st = EnsureDataDir(config.data_dir); !st.ok()) {
+    log::Error(kComponent, Cat("--data-dir: ", st.message()));
+    return 2;
+  }
+
+  std::string token_source = "flag";
+  std::string token = config.token;
+  if (token.empty()) {
+    TokenSource source = TokenSource::kFile;
+    auto loaded = LoadOrCreateToken(config.data_dir, &source);
+    if (!loaded.ok()) {
+      log::Error(kComponent, Cat("--data-dir: ", loaded.status().message()));
+      return 2;
+    }
+    token = *std::move(loaded);
+    token_source = source == TokenSource::kGenerated ? "generated" : "file";
+  }
+  // From here on the token is scrubbed from every log line, audit event and exported string.
+  Redactor::Default().AddLiteral(token);
+  const std::string token_path = JoinPath(config.data_dir, "token");
+  if (token_source == "generated") {
+    log::Info(kComponent, Cat("generated a new plugin auth token in ", token_path, " (mode 0600)"));
+  } else if (token_source == "file") {
+    log::Info(kComponent, Cat("using the plugin auth token stored in ", token_path));
+  } else {
+    log::Info(kComponent, "using the plugin auth token given with --token");
+  }
+  if (token.size() < 16) {
+    log::Warn(kComponent,
+              "the plugin token is shorter than 16 characters; prefer the generated one");
+  }
+
+  metrics::Registry registry(Clock::Real());
+  metrics::RegisterProcessMetrics(registry);
+  metrics::RegisterBuildInfo(registry);
+
+  audit::AuditStats audit_stats(registry);
+  auto audit_log = audit::AuditLog::Open(config.audit_log, audit_stats);
+  if (!audit_log.ok()) {
+    log::Error(kComponent, Cat("--audit-log: cannot open ", audit_log.status().message()));
+    return 2;
+  }
+  audit::AuditLog& audit = **audit_log;
+
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (config.metrics_addr.has_value()) {
+    metrics::ServerOptions options;
+    options.address = *config.metrics_addr;
+    options.legacy_aliases = config.metrics_legacy_aliases;
+    auto started = metrics::MetricsServer::Start(registry, std::move(options));
+    if (!started.ok()) {
+      const std::string address = config.metrics_addr->ToString();
+      const std::string why(started.status().message());
+      // The server's own message usually names the address already; say it only once.
+      log::Error(kComponent, why.find(address) != std::string::npos
+                                 ? Cat("--metrics-addr: ", why)
+                                 : Cat("--metrics-addr: cannot listen on ", address, ": ", why));
+      return 2;
+    }
+    metrics_server = *std::move(started);
+    log::Info(kComponent, Cat("metrics listening on ", metrics_server->bound_address().ToString()));
+  } else {
+    log::Info(kComponent, "metrics endpoint disabled (--metrics-addr is empty)");
+  }
+
+  auto described = config.Describe();
+  // Not "token-source": a key naming a token is redacted whole, value included.
+  described.emplace_back("plugin-key-source", token_source);
+  Audit(audit, audit::EventType::kConfigLoaded, "configuration loaded", std::move(described));
+  Audit(audit, audit::EventType::kProxyLifecycle, "daemon started",
+        {{"version", kVersion}, {"revision", kRevision}, {"pid", Cat(::getpid())}});
+  log::Debug(kComponent, "capture proxy, plugin bus and netgate are not part of this build yet");
+  log::Info(kComponent, "running; stop with SIGINT or SIGTERM");
+
+  int exit_code = 0;
+  int sig = 0;
+  for (;;) {
+    const int rc = sigwait(&stop_signals, &sig);
+    if (rc == 0) break;
+    if (rc == EINTR) continue;
+    log::Error(kComponent, Cat("sigwait failed: ", ErrnoText(rc)));
+    exit_code = 1;
+    break;
+  }
+  if (exit_code == 0) {
+    log::Info(kComponent, Cat("received ", SignalName(sig), ", shutting down"));
+  }
+
+  if (metrics_server != nullptr) metrics_server->Stop();
+  Audit(audit, audit::EventType::kProxyLifecycle, "daemon stopped",
+        {{"signal", std::string(exit_code == 0 ? SignalName(sig) : "none")}});
+  log::Info(kComponent, "stopped");
+  return exit_code;
+}
+
+}  // namespace oxg::daemon
