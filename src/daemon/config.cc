@@ -17,13 +17,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "common/build_info.h"
-#include "daemon/internal/text.h"
+#include "common/strings.h"
 
 namespace oxg::daemon {
-
-using internal::Cat;
-using internal::ParseInt;
-using internal::TrimAscii;
 
 namespace {
 

@@ -16,15 +16,12 @@
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/redact.h"
-#include "daemon/internal/text.h"
+#include "common/strings.h"
 #include "telemetry/audit/audit.h"
 #include "telemetry/metrics/metrics.h"
 #include "telemetry/metrics/metrics_server.h"
 
 namespace oxg::daemon {
-
-using internal::Cat;
-using internal::TrimAscii;
 
 namespace {
 

@@ -1,8 +1,8 @@
 #pragma once
 
-// String helpers for the daemon. Debian's Abseil has its own string_view type, distinct from
-// std::string_view, so absl::StrCat and friends refuse std::string_view arguments; these
-// accept both.
+// Small string helpers for the whole project. Debian's Abseil has its own string_view type,
+// distinct from std::string_view, so absl::StrCat and friends refuse std::string_view
+// arguments; these accept both.
 
 #include <charconv>
 #include <string>
@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
-namespace oxg::daemon::internal {
+namespace oxg {
 
 template <class T>
 void AppendPart(std::string& out, const T& part) {
@@ -50,4 +50,4 @@ bool ParseInt(std::string_view text, Int* out) {
   return !text.empty() && ec == std::errc() && ptr == end;
 }
 
-}  // namespace oxg::daemon::internal
+}  // namespace oxg
