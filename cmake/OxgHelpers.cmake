@@ -6,6 +6,7 @@ function(oxg_library name)
   add_library(${name} STATIC ${ARG_SRCS})
   target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_BINARY_DIR}/gen)
   target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  add_dependencies(${name} oxg_build_info)
 endfunction()
 
 # oxg_test(NAME SRCS ... DEPS ... LABEL unit|integration|e2e): a GoogleTest binary registered
