@@ -28,9 +28,12 @@ void AppendEscaped(std::string& out, std::string_view s, bool quote) {
   for (size_t i = 0; i < s.size();) {
     const char c = s[i];
     const char* rep = nullptr;
-    if (c == '\\') rep = "\\\\";
-    else if (c == '\n') rep = "\\n";
-    else if (c == '"' && quote) rep = "\\\"";
+    if (c == '\\')
+      rep = "\\\\";
+    else if (c == '\n')
+      rep = "\\n";
+    else if (c == '"' && quote)
+      rep = "\\\"";
     if (rep != nullptr) {
       out.append(s.data() + run, i - run);
       out.append(rep);
@@ -139,8 +142,7 @@ void AppendDouble(std::string& out, double v) {
   digits.push_back(text[0]);
   if (e > 1) digits.append(text.substr(2, e - 2));  // skip the '.'
   int exp = 0;
-  std::from_chars(text.data() + e + (text[e + 1] == '+' ? 2 : 1), text.data() + text.size(),
-                  exp);
+  std::from_chars(text.data() + e + (text[e + 1] == '+' ? 2 : 1), text.data() + text.size(), exp);
   if (exp < -4 || exp >= 21) {
     out.push_back(digits[0]);
     if (digits.size() > 1) {
@@ -169,8 +171,7 @@ void AppendDouble(std::string& out, double v) {
 void AppendCanonicalDouble(std::string& out, double v) {
   const size_t start = out.size();
   AppendDouble(out, v);
-  if (std::isfinite(v) &&
-      out.find_first_of(".e", start) == std::string::npos) {
+  if (std::isfinite(v) && out.find_first_of(".e", start) == std::string::npos) {
     out.append(".0");
   }
 }
@@ -267,8 +268,7 @@ void Counter::Render(std::string& out, std::string_view name, std::string_view l
   out.push_back('\n');
 }
 
-void Gauge::Render(std::string& out, std::string_view name, std::string_view labels,
-                   bool) const {
+void Gauge::Render(std::string& out, std::string_view name, std::string_view labels, bool) const {
   internal::AppendSampleName(out, name, "", labels);
   out.push_back(' ');
   internal::AppendDouble(out, Value());

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 #include <thread>
 
@@ -120,9 +121,8 @@ bool ValidExemplarLabels(std::span<const ExemplarLabel> labels) {
 }
 
 const std::vector<double>& DefaultLatencyBuckets() {
-  static const std::vector<double> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                              0.025,  0.05,  0.1,    0.25,  0.5,
-                                              1,      2.5,   5,      10};
+  static const std::vector<double> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                              0.1,    0.25,  0.5,    1,     2.5,  5,     10};
   return kBounds;
 }
 
@@ -135,8 +135,10 @@ ExemplarCell::~ExemplarCell() { delete slot_.load(std::memory_order_acquire); }
 ExemplarSlot* ExemplarCell::Acquire() {
   ExemplarSlot* slot = slot_.load(std::memory_order_acquire);
   if (slot != nullptr) return slot;
-  // First exemplar of this cell: allocate once; the loser of a race frees its copy.
-  auto* fresh = new ExemplarSlot();
+  // First exemplar of this cell: allocate once; the loser of a race frees its copy. Out of
+  // memory, the exemplar is skipped rather than thrown at the caller.
+  auto* fresh = new (std::nothrow) ExemplarSlot();
+  if (fresh == nullptr) return nullptr;
   if (slot_.compare_exchange_strong(slot, fresh, std::memory_order_acq_rel)) return fresh;
   delete fresh;
   return slot;
@@ -146,7 +148,7 @@ void ExemplarCell::StoreSpan(const SpanContextRef& ctx, double value, int64_t ts
   ExemplarSlot* slot = Acquire();
   // A writer that finds the slot busy skips: only the latest exemplar matters and the hot path
   // must not wait.
-  if (!slot->TryLock()) return;
+  if (slot == nullptr || !slot->TryLock()) return;
   slot->data.kind = ExemplarData::Kind::kSpan;
   slot->data.span = ctx;
   slot->data.value = value;
@@ -157,6 +159,7 @@ void ExemplarCell::StoreSpan(const SpanContextRef& ctx, double value, int64_t ts
 bool ExemplarCell::Store(std::span<const ExemplarLabel> labels, double value, int64_t ts_nanos) {
   if (!ValidExemplarLabels(labels)) return false;
   ExemplarSlot* slot = Acquire();
+  if (slot == nullptr) return false;
   if (!slot->TryLock()) return true;  // accepted, superseded by a concurrent writer
   ExemplarData& d = slot->data;
   d.kind = ExemplarData::Kind::kLabels;
@@ -250,15 +253,24 @@ void Histogram::Add(size_t bucket, double v) {
   }
 }
 
+// Histograms here measure durations and sizes. A negative value (a wall-clock step during a
+// timing, say) is counted as 0 so that `_sum` never goes negative or NaN: OpenMetrics parsers
+// reject a whole scrape for either.
+static inline bool Sanitize(double& v) {
+  if (std::isnan(v)) return false;
+  if (v < 0) v = 0;
+  return true;
+}
+
 void Histogram::Observe(double v) {
-  if (std::isnan(v)) return;
+  if (!Sanitize(v)) return;
   const size_t bucket = BucketOf(v);
   Add(bucket, v);
   if (exemplars_) RecordSpanExemplar(exemplars_[bucket], *shape_, v);
 }
 
 bool Histogram::ObserveWithExemplar(double v, std::span<const ExemplarLabel> labels) {
-  if (std::isnan(v)) return false;
+  if (!Sanitize(v)) return false;
   const size_t bucket = BucketOf(v);
   Add(bucket, v);
   if (!exemplars_) return false;
@@ -287,6 +299,32 @@ namespace internal {
 
 FamilyBase::FamilyBase(FamilyShape shape) : shape_(std::move(shape)) { CheckShape(shape_); }
 
+// Label values may come from untrusted peers (plugin names). Invalid UTF-8 is replaced before
+// a value identifies a series, so two values that render alike are one series, never two
+// samples with the same labels. Valid input (the usual case) is used as it is, without copies.
+class CleanValues {
+ public:
+  explicit CleanValues(std::span<const std::string_view> values) : values_(values) {
+    size_t n = 0;
+    bool valid = true;
+    for (std::string_view v : values) valid = valid && utf8::CountCodePoints(v, &n);
+    if (valid) return;
+    owned_.resize(values.size());
+    views_.resize(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      utf8::AppendValid(owned_[i], values[i]);
+      views_[i] = owned_[i];
+    }
+    values_ = views_;
+  }
+  std::span<const std::string_view> get() const { return values_; }
+
+ private:
+  std::span<const std::string_view> values_;
+  std::vector<std::string> owned_;
+  std::vector<std::string_view> views_;
+};
+
 std::shared_ptr<void> FamilyBase::Find(std::span<const std::string_view> values,
                                        const std::function<std::shared_ptr<void>()>& make) {
   if (values.size() != shape_.label_names.size()) {
@@ -294,6 +332,8 @@ std::shared_ptr<void> FamilyBase::Find(std::span<const std::string_view> values,
                                 std::to_string(shape_.label_names.size()) + " label values, got " +
                                 std::to_string(values.size()));
   }
+  const CleanValues clean(values);
+  values = clean.get();
   std::string key = SeriesKey(values);
   std::lock_guard lock(mu_);
   if (auto it = index_.find(key); it != index_.end()) return it->second->series;
@@ -307,8 +347,9 @@ std::shared_ptr<void> FamilyBase::Find(std::span<const std::string_view> values,
 }
 
 bool FamilyBase::Erase(std::span<const std::string_view> values) {
+  const CleanValues clean(values);
   std::lock_guard lock(mu_);
-  auto it = index_.find(SeriesKey(values));
+  auto it = index_.find(SeriesKey(clean.get()));
   if (it == index_.end()) return false;
   std::erase(entries_, it->second);
   index_.erase(it);
@@ -330,8 +371,7 @@ class CallbackFamily final : public FamilyBase {
   }
 
  private:
-  void RenderSeries(std::string& out, std::string_view name, const Entry&,
-                    bool) const override {
+  void RenderSeries(std::string& out, std::string_view name, const Entry&, bool) const override {
     RenderCallbackSample(out, name, shape_.type, read_());
   }
   std::function<double()> read_;
@@ -355,8 +395,9 @@ void Registry::Insert(std::unique_ptr<internal::FamilyBase> family) {
 }
 
 template <class T>
-static Family<T>& AddFamily(std::unique_ptr<Family<T>> family,
-                            const std::function<void(std::unique_ptr<internal::FamilyBase>)>& insert) {
+static Family<T>& AddFamily(
+    std::unique_ptr<Family<T>> family,
+    const std::function<void(std::unique_ptr<internal::FamilyBase>)>& insert) {
   Family<T>& ref = *family;
   const bool unlabelled = ref.shape().label_names.empty();
   insert(std::move(family));
@@ -366,16 +407,18 @@ static Family<T>& AddFamily(std::unique_ptr<Family<T>> family,
 
 Family<Counter>& Registry::AddCounter(std::string name, std::string help,
                                       std::vector<std::string> label_names, bool exemplars) {
-  internal::FamilyShape shape{std::move(name), std::move(help), MetricType::kCounter,
-                              std::move(label_names), {}, exemplars, &clock_};
+  internal::FamilyShape shape{
+      std::move(name), std::move(help), MetricType::kCounter, std::move(label_names), {},
+      exemplars,       &clock_};
   return AddFamily(std::make_unique<Family<Counter>>(std::move(shape)),
                    [this](auto f) { Insert(std::move(f)); });
 }
 
 Family<Gauge>& Registry::AddGauge(std::string name, std::string help,
                                   std::vector<std::string> label_names) {
-  internal::FamilyShape shape{std::move(name), std::move(help), MetricType::kGauge,
-                              std::move(label_names), {}, false, &clock_};
+  internal::FamilyShape shape{
+      std::move(name), std::move(help), MetricType::kGauge, std::move(label_names), {},
+      false,           &clock_};
   return AddFamily(std::make_unique<Family<Gauge>>(std::move(shape)),
                    [this](auto f) { Insert(std::move(f)); });
 }
@@ -383,8 +426,12 @@ Family<Gauge>& Registry::AddGauge(std::string name, std::string help,
 Family<Histogram>& Registry::AddHistogram(std::string name, std::string help,
                                           std::vector<std::string> label_names,
                                           std::vector<double> bounds, bool exemplars) {
-  internal::FamilyShape shape{std::move(name),        std::move(help),   MetricType::kHistogram,
-                              std::move(label_names), std::move(bounds), exemplars,
+  internal::FamilyShape shape{std::move(name),
+                              std::move(help),
+                              MetricType::kHistogram,
+                              std::move(label_names),
+                              std::move(bounds),
+                              exemplars,
                               &clock_};
   return AddFamily(std::make_unique<Family<Histogram>>(std::move(shape)),
                    [this](auto f) { Insert(std::move(f)); });

@@ -134,8 +134,8 @@ class Histogram {
  public:
   explicit Histogram(const internal::FamilyShape* shape);
   ~Histogram();
-  // Records v (NaN is ignored); attaches the active span as exemplar of v's bucket when the
-  // family has exemplars.
+  // Records v (NaN is ignored, negative values count as 0); attaches the active span as
+  // exemplar of v's bucket when the family has exemplars.
   void Observe(double v);
   // Records v with an explicit exemplar; false (v still counts) when the labels are refused.
   bool ObserveWithExemplar(double v, std::span<const ExemplarLabel> labels);
@@ -219,12 +219,19 @@ class Family final : public internal::FamilyBase {
   T& WithLabels(std::initializer_list<std::string_view> values) {
     return WithLabels(std::span<const std::string_view>(values.begin(), values.size()));
   }
-  T& WithLabels(std::span<const std::string_view> values) {
-    auto p = Find(values, [this] { return std::make_shared<T>(&shape_); });
-    return *static_cast<T*>(p.get());
+  T& WithLabels(std::span<const std::string_view> values) { return *Shared(values); }
+  // The same series with shared ownership, for holders that may outlive a Remove (a plugin
+  // session's series, removed when it disconnects while a scrape or a sender still runs).
+  std::shared_ptr<T> Shared(std::initializer_list<std::string_view> values) {
+    return Shared(std::span<const std::string_view>(values.begin(), values.size()));
   }
-  // Removes a series (e.g. a disconnected plugin's). References to it become invalid; a scrape
-  // in progress still renders it safely.
+  std::shared_ptr<T> Shared(std::span<const std::string_view> values) {
+    return std::static_pointer_cast<T>(
+        Find(values, [this] { return std::make_shared<T>(&shape_); }));
+  }
+  // Removes a series (e.g. a disconnected plugin's) from the exposition. A reference from
+  // WithLabels becomes invalid; a handle from Shared stays usable (its updates are no longer
+  // exported), and a scrape in progress still renders it safely.
   bool Remove(std::initializer_list<std::string_view> values) {
     return Erase(std::span<const std::string_view>(values.begin(), values.size()));
   }

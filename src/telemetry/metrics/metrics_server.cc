@@ -7,6 +7,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -26,7 +27,10 @@ using tcp = asio::ip::tcp;
 
 constexpr size_t kHeaderLimit = 8 * 1024;
 constexpr size_t kBodyLimit = 4 * 1024;  // nothing here takes a body; small ones are tolerated
-constexpr auto kIoTimeout = std::chrono::seconds(30);
+// A request must arrive within 10 s of connecting or of the previous answer, so idle
+// connections cannot hold the connection budget for long; answers get 30 s to be written.
+constexpr auto kReadTimeout = std::chrono::seconds(10);
+constexpr auto kWriteTimeout = std::chrono::seconds(30);
 constexpr size_t kMaxConnections = 256;
 
 // gzip (RFC 1952) of `in`; empty on failure.
@@ -70,11 +74,10 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(kBodyLimit);
-    stream_.expires_after(kIoTimeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->OnRead(ec);
-                     });
+    stream_.expires_after(kReadTimeout);
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
@@ -85,7 +88,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::header_limit) return Reply(Error(431, "request header too large\n"));
     if (ec == http::error::body_limit) return Reply(Error(413, "request body too large\n"));
     if (ec) return Reply(Error(400, "malformed request\n"));
-    Reply(Handle(parser_->get()));
+    // Nothing thrown while answering (a failing callback, memory exhaustion) may escape into
+    // io_context::run, which would end the process.
+    try {
+      Reply(Handle(parser_->get()));
+    } catch (const std::exception& e) {
+      log::Error("metrics", std::string("failed to answer a request: ") + e.what());
+      Reply(Error(500, "internal error\n"));
+    }
   }
 
   http::response<http::string_body> Error(unsigned status, std::string_view body) {
@@ -106,7 +116,8 @@ class Session : public std::enable_shared_from_this<Session> {
       return res;
     }
     std::string_view target = req.target();
-    if (const size_t q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    if (const size_t q = target.find('?'); q != std::string_view::npos)
+      target = target.substr(0, q);
 
     http::response<http::string_body> res{http::status::ok, req.version()};
     res.keep_alive(req.keep_alive());
@@ -125,8 +136,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       res.body() = std::move(body);
     } else if (target == "/healthz" || target == "/readyz") {
-      const auto& check =
-          target == "/healthz" ? shared_.options.healthy : shared_.options.ready;
+      const auto& check = target == "/healthz" ? shared_.options.healthy : shared_.options.ready;
       const bool ok = !check || check();
       res.result(ok ? http::status::ok : http::status::service_unavailable);
       res.set(http::field::content_type, "text/plain; charset=utf-8");
@@ -146,11 +156,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Reply(http::response<http::string_body> res) {
     response_ = std::move(res);
-    stream_.expires_after(kIoTimeout);
-    http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec || !self->response_.keep_alive()) return self->Close();
-      self->Read();
-    });
+    stream_.expires_after(kWriteTimeout);
+    http::async_write(stream_, response_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec || !self->response_.keep_alive()) return self->Close();
+                        self->Read();
+                      });
   }
 
   void Close() {
@@ -196,8 +207,8 @@ class ServerImpl final : public MetricsServer {
       Open(endpoint, ec);
     }
     if (ec) {
-      return absl::UnavailableError("cannot listen on " + addr.ToString() + " for metrics: " +
-                                    ec.message());
+      return absl::UnavailableError("cannot listen on " + addr.ToString() +
+                                    " for metrics: " + ec.message());
     }
     const tcp::endpoint local = acceptor_.local_endpoint(ec);
     bound_.host = addr.host.empty() ? std::string() : local.address().to_string();
@@ -214,6 +225,7 @@ class ServerImpl final : public MetricsServer {
       asio::post(ioc_, [this] {
         beast::error_code ignored;
         acceptor_.close(ignored);
+        retry_timer_.cancel();
       });
       ioc_.stop();
       if (thread_.joinable()) thread_.join();
@@ -233,26 +245,41 @@ class ServerImpl final : public MetricsServer {
   }
 
   void Accept() {
-    acceptor_.async_accept(asio::make_strand(ioc_), [this](beast::error_code ec,
-                                                           tcp::socket socket) {
-      if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        if (shared_.connections.load(std::memory_order_relaxed) >= kMaxConnections) {
-          beast::error_code ignored;
-          socket.close(ignored);  // shed load rather than grow without bound
-        } else {
-          std::make_shared<Session>(std::move(socket), shared_)->Start();
-        }
-      } else {
-        log::Warn("metrics", "accept failed: " + ec.message());
-      }
-      Accept();
+    acceptor_.async_accept(
+        asio::make_strand(ioc_), [this](beast::error_code ec, tcp::socket socket) {
+          if (ec == asio::error::operation_aborted) return;
+          if (ec) return AcceptFailed(ec);
+          accept_backoff_ = std::chrono::milliseconds(0);
+          if (shared_.connections.load(std::memory_order_relaxed) >= kMaxConnections) {
+            beast::error_code ignored;
+            socket.close(ignored);  // shed load rather than grow without bound
+          } else {
+            std::make_shared<Session>(std::move(socket), shared_)->Start();
+          }
+          Accept();
+        });
+  }
+
+  // Out of descriptors (EMFILE) the listener stays readable, so retrying at once would spin.
+  // Back off from 50 ms up to 1 s and log once per streak of failures.
+  void AcceptFailed(beast::error_code ec) {
+    if (accept_backoff_.count() == 0) {
+      log::Warn("metrics", "accept failed: " + ec.message() + "; retrying with backoff");
+      accept_backoff_ = std::chrono::milliseconds(50);
+    } else {
+      accept_backoff_ = std::min(accept_backoff_ * 2, std::chrono::milliseconds(1000));
+    }
+    retry_timer_.expires_after(accept_backoff_);
+    retry_timer_.async_wait([this](beast::error_code wait_ec) {
+      if (!wait_ec) Accept();
     });
   }
 
   Shared shared_;
   asio::io_context ioc_{1};
   tcp::acceptor acceptor_;
+  asio::steady_timer retry_timer_{ioc_};
+  std::chrono::milliseconds accept_backoff_{0};
   HostPort bound_;
   std::thread thread_;
   std::once_flag stopped_;
@@ -261,7 +288,7 @@ class ServerImpl final : public MetricsServer {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Registry& registry,
-                                                                     ServerOptions options) {
+                                                                    ServerOptions options) {
   auto server = std::make_unique<ServerImpl>(registry, std::move(options));
   OXG_RETURN_IF_ERROR(server->Listen());
   return std::unique_ptr<MetricsServer>(std::move(server));

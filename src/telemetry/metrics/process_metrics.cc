@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -29,10 +30,17 @@ std::vector<std::string> StatFields() {
   return fields;  // fields[0] is the state (field 3 of proc(5))
 }
 
+// /proc fields are decimal integers; anything else reads as 0 rather than throwing.
+double Field(const std::string& text) {
+  uint64_t v = 0;
+  std::from_chars(text.data(), text.data() + text.size(), v);
+  return static_cast<double>(v);
+}
+
 double CpuSeconds() {
   const std::vector<std::string> f = StatFields();
   if (f.size() < 13) return 0;
-  const double ticks = std::stod(f[11]) + std::stod(f[12]);  // utime, stime
+  const double ticks = Field(f[11]) + Field(f[12]);  // utime, stime
   return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
@@ -63,7 +71,7 @@ double MaxFds() {
 double StartTimeSeconds() {
   const std::vector<std::string> f = StatFields();
   if (f.size() < 20) return 0;
-  const double start_ticks = std::stod(f[19]);  // starttime, in ticks since boot
+  const double start_ticks = Field(f[19]);  // starttime, in ticks since boot
   std::ifstream in("/proc/stat");
   std::string key;
   double boot_time = 0;
@@ -80,19 +88,20 @@ double StartTimeSeconds() {
 }  // namespace
 
 void RegisterProcessMetrics(Registry& registry) {
-  registry.AddCallback("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
-                       MetricType::kCounter, CpuSeconds);
+  registry.AddCallback("process_cpu_seconds_total",
+                       "Total user and system CPU time spent in seconds.", MetricType::kCounter,
+                       CpuSeconds);
   registry.AddCallback("process_resident_memory_bytes", "Resident memory size in bytes.",
                        MetricType::kGauge, ResidentBytes);
-  registry.AddCallback("process_open_fds", "Number of open file descriptors.",
-                       MetricType::kGauge, OpenFds);
+  registry.AddCallback("process_open_fds", "Number of open file descriptors.", MetricType::kGauge,
+                       OpenFds);
   registry.AddCallback("process_max_fds", "Maximum number of open file descriptors.",
                        MetricType::kGauge, MaxFds);
   // Read once: the start time does not change.
   const double start = StartTimeSeconds();
   registry.AddCallback("process_start_time_seconds",
-                       "Start time of the process since unix epoch in seconds.",
-                       MetricType::kGauge, [start] { return start; });
+                       "Start time of the process since unix epoch in seconds.", MetricType::kGauge,
+                       [start] { return start; });
 }
 
 void RegisterBuildInfo(Registry& registry) {

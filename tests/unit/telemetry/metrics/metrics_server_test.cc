@@ -8,6 +8,7 @@
 #include <zlib.h>
 
 #include <atomic>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -206,6 +207,19 @@ TEST_F(MetricsServerTest, ConcurrentScrapesWhileUpdating) {
   writer.join();
   EXPECT_EQ(good.load(), 80);
   EXPECT_GT(c.Value(), 0u);
+}
+
+TEST_F(MetricsServerTest, ThrowingCollectorGets500AndServerSurvives) {
+  std::atomic<bool> fail{true};
+  reg_.AddCallback("t_flaky", "x", MetricType::kGauge, [&fail]() -> double {
+    if (fail.load()) throw std::runtime_error("collector broke");
+    return 1;
+  });
+  EXPECT_EQ(StatusLine(Get(port_, "/metrics")), "HTTP/1.1 500 Internal Server Error");
+  fail = false;
+  const std::string r = Get(port_, "/metrics");
+  EXPECT_EQ(StatusLine(r), "HTTP/1.1 200 OK");
+  EXPECT_NE(Body(r).find("t_flaky 1\n"), std::string::npos);
 }
 
 TEST(MetricsServer, PortInUseIsAClearError) {

@@ -152,3 +152,52 @@ TEST(Counter, ExemplarOnlyWhenFamilyHasThem) {
 
 }  // namespace
 }  // namespace oxg::metrics
+
+namespace oxg::metrics {
+namespace {
+
+TEST(Histogram, NegativeValuesCountAsZeroSoSumStaysValid) {
+  Registry reg;
+  Histogram& h = reg.AddHistogram("t_neg_seconds", "x", {}, {0.1, 1}).WithLabels({});
+  h.Observe(-5);
+  h.Observe(-INFINITY);
+  h.Observe(0.5);
+  const Histogram::Snapshot s = h.Collect();
+  EXPECT_EQ(s.cumulative, (std::vector<uint64_t>{2, 3, 3}));
+  EXPECT_DOUBLE_EQ(s.sum, 0.5);
+  h.Observe(INFINITY);  // a real (if odd) observation: +Inf bucket, sum +Inf, never NaN
+  EXPECT_TRUE(std::isinf(h.Collect().sum));
+  h.Observe(-INFINITY);
+  EXPECT_FALSE(std::isnan(h.Collect().sum));
+}
+
+TEST(Family, InvalidUtf8ValuesThatRenderAlikeAreOneSeries) {
+  Registry reg;
+  auto& fam = reg.AddCounter("t_plugin_errors_total", "x", {"plugin"});
+  Counter& a = fam.WithLabels({"p\xFF"});
+  Counter& b = fam.WithLabels({"p\xFE"});
+  EXPECT_EQ(&a, &b);
+  a.Inc();
+  b.Inc();
+  const std::string text = reg.Scrape({});
+  EXPECT_NE(text.find("t_plugin_errors_total{plugin=\"p\xEF\xBF\xBD\"} 2\n"), std::string::npos)
+      << text;
+  EXPECT_TRUE(fam.Remove({"p\xFD"}));
+}
+
+TEST(Family, SharedHandleOutlivesRemove) {
+  Registry reg;
+  auto& fam = reg.AddGauge("t_shared_length", "x", {"plugin"});
+  std::shared_ptr<Gauge> g = fam.Shared({"p1"});
+  EXPECT_EQ(g.get(), &fam.WithLabels({"p1"}));
+  g->Set(3);
+  ASSERT_TRUE(fam.Remove({"p1"}));
+  g->Set(4);  // still a live object, just no longer exported
+  EXPECT_EQ(g->Value(), 4);
+  EXPECT_EQ(reg.Scrape({}).find("p1"), std::string::npos);
+  // A new series under the same labels starts fresh.
+  EXPECT_EQ(fam.WithLabels({"p1"}).Value(), 0);
+}
+
+}  // namespace
+}  // namespace oxg::metrics
