@@ -43,10 +43,10 @@ BENCHMARK(BM_HistogramObserve)->Threads(1)->Threads(2);
 // An exemplar family with no active span: what most observations cost when tracing is off or
 // the trace was not sampled.
 void BM_HistogramObserveExemplarFamilyNoSpan(benchmark::State& state) {
-  static Histogram& h = SharedRegistry()
-                            .AddHistogram("b_nospan_seconds", "x", {"m"},
-                                          DefaultLatencyBuckets(), true)
-                            .WithLabels({"GET"});
+  static Histogram& h =
+      SharedRegistry()
+          .AddHistogram("b_nospan_seconds", "x", {"m"}, DefaultLatencyBuckets(), true)
+          .WithLabels({"GET"});
   SetActiveSpanProvider(nullptr);
   for (auto _ : state) h.Observe(0.003);
 }
@@ -54,8 +54,7 @@ BENCHMARK(BM_HistogramObserveExemplarFamilyNoSpan);
 
 void BM_HistogramObserveWithExemplar(benchmark::State& state) {
   static Histogram& h = SharedRegistry()
-                            .AddHistogram("b_ex_seconds", "x", {"m"}, DefaultLatencyBuckets(),
-                                          true)
+                            .AddHistogram("b_ex_seconds", "x", {"m"}, DefaultLatencyBuckets(), true)
                             .WithLabels({"GET"});
   if (state.thread_index() == 0) {
     g_span = {TraceId::Random(), SpanId::Random()};
@@ -66,16 +65,21 @@ void BM_HistogramObserveWithExemplar(benchmark::State& state) {
 }
 BENCHMARK(BM_HistogramObserveWithExemplar)->Threads(1)->Threads(2);
 
+// Arg 0: text 0.0.4; 1: OpenMetrics; 2: OpenMetrics with an exemplar on every series.
 void BM_Scrape10kSeries(benchmark::State& state) {
-  const bool om = state.range(0) == 1;
+  const bool om = state.range(0) >= 1;
+  if (state.range(0) == 2) {
+    g_span = {TraceId::Random(), SpanId::Random()};
+    SetActiveSpanProvider(&ActiveSpan);
+  }
   Registry reg;
   RegisterProcessMetrics(reg);
-  auto& counters =
-      reg.AddCounter("oxg_plugin_queue_dropped_total", "x", {"plugin", "event"}, true);
+  auto& counters = reg.AddCounter("oxg_plugin_queue_dropped_total", "x", {"plugin", "event"}, true);
   for (int i = 0; i < 10000; ++i) {
     counters.WithLabels({"plugin-" + std::to_string(i / 10), "event-" + std::to_string(i % 10)})
         .Inc(static_cast<uint64_t>(i));
   }
+  SetActiveSpanProvider(nullptr);
   std::string out;
   for (auto _ : state) {
     out.clear();
@@ -84,13 +88,13 @@ void BM_Scrape10kSeries(benchmark::State& state) {
   }
   state.counters["bytes"] = static_cast<double>(out.size());
 }
-BENCHMARK(BM_Scrape10kSeries)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Scrape10kSeries)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
 // 10 000 series as 625 histograms of 16 samples each, with aliases as the daemon serves them.
 void BM_Scrape10kHistogramSamples(benchmark::State& state) {
   Registry reg;
-  auto& fam = reg.AddHistogram("oxg_rpc_duration_seconds", "x", {"method"},
-                               DefaultLatencyBuckets(), true);
+  auto& fam =
+      reg.AddHistogram("oxg_rpc_duration_seconds", "x", {"method"}, DefaultLatencyBuckets(), true);
   for (int i = 0; i < 625; ++i) fam.WithLabels({"m" + std::to_string(i)}).Observe(0.01 * i);
   std::string out;
   for (auto _ : state) {

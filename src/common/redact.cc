@@ -31,9 +31,10 @@ struct PatternSpec {
 // Key names that announce a secret in key=value, key: value and "key": "value" forms. Any
 // identifier characters may precede the core word (access_token, X-Auth-Token, dbPassword),
 // but nothing may follow it, so "author=", "tokens: 5" and "max_tokens=" stay readable.
-#define OXG_SECRET_KEY                                                          \
-  "[A-Za-z0-9_.-]*(?i:password|passwd|pwd|passphrase|secret|token|api[_-]?key|" \
-  "access[_-]?key|secret[_-]?key|private[_-]?key|client[_-]?secret|auth)"
+#define OXG_SECRET_KEY                                                                   \
+  "[A-Za-z0-9_.-]*(?i:password|passwd|pwd|passphrase|secret|token|api[_-]?key|"          \
+  "access[_-]?key|secret[_-]?key|private[_-]?key|client[_-]?secret|auth|session[_-]?id|" \
+  "sessid)"
 
 // A quoted JSON/string value, allowing escaped quotes inside.
 #define OXG_QUOTED_BODY "((?:[^\"\\\\\\r\\n]|\\\\.)+)"
@@ -57,9 +58,11 @@ constexpr std::array<PatternSpec, 12> kPatterns = {{
     {Kind::kCookie, "(?:^|[^A-Za-z0-9_-])(?i:cookie)[ \\t]*:[ \\t]*([^\\r\\n]+)"},
     // key=value, key: value, "key": "value", key='value'. An already redacted value matches
     // without a capture group, which leaves it alone (so redacting twice changes nothing).
+    // An unquoted value runs to whitespace or '&' (the form-field separator): passwords may
+    // hold ',', ';' or quotes, and hiding a little too much beats leaking a secret's tail.
     {Kind::kSecretGroup, OXG_SECRET_KEY "[\"']?[ \\t]*[:=][ \\t]*(?:\"" OXG_QUOTED_BODY
                                         "\"|'([^'\\r\\n]+)'|(?:(?i:bearer|basic|token)[ \\t]+)?"
-                                        "(?:\\[REDACTED\\]|([^\\s&\"',;<>{}\\[\\]]+)))"},
+                                        "(?:\\[REDACTED\\]|([^\\s&\"'][^\\s&]*)))"},
     // Passwords in URLs: scheme://user:PASS@host.
     {Kind::kSecretGroup, "\\b[A-Za-z][A-Za-z0-9+.-]*://[^/\\s:@]*:([^/\\s@]+)@"},
     // JWTs: base64url header and payload both start with '{"' (eyJ); the signature may be

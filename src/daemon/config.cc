@@ -17,6 +17,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "common/build_info.h"
+#include "common/redact.h"
 #include "common/strings.h"
 
 namespace oxg::daemon {
@@ -212,6 +213,10 @@ class Finisher {
 
     if (raw_.addr.empty()) return Error("--addr", "must not be empty");
     OXG_ASSIGN_OR_RETURN(c.addr, Address("--addr", raw_.addr));
+    // Literals under 8 bytes are too common to redact everywhere, so such a token could leak.
+    if (!raw_.token.empty() && raw_.token.size() < 8) {
+      return Error("--token", "must be at least 8 characters (16 or more recommended)");
+    }
     c.token = raw_.token;
     if (!raw_.metrics_addr.empty()) {
       OXG_ASSIGN_OR_RETURN(c.metrics_addr, Address("--metrics-addr", raw_.metrics_addr));
@@ -464,19 +469,24 @@ bool IsTokenChar(char c) {
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseTraceHeaders(
     std::string_view text) {
   std::vector<std::pair<std::string, std::string>> out;
+  // Entries are named by position, never quoted: a mistyped entry such as
+  // "Authorization:Bearer x" would otherwise print the credential.
+  size_t position = 0;
   while (!text.empty()) {
     const size_t comma = text.find(',');
     std::string_view entry = TrimAscii(text.substr(0, comma));
     text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+    ++position;
     if (entry.empty()) continue;
     const size_t eq = entry.find('=');
     if (eq == std::string_view::npos) {
-      return absl::InvalidArgumentError(Cat("entry \"", entry, "\" is not of the form key=value"));
+      return absl::InvalidArgumentError(Cat(
+          "entry ", position, " is not of the form key=value (not shown: it may hold a secret)"));
     }
     std::string_view key = TrimAscii(entry.substr(0, eq));
     std::string_view value = TrimAscii(entry.substr(eq + 1));
     if (key.empty()) {
-      return absl::InvalidArgumentError(Cat("entry \"", entry, "\" has an empty key"));
+      return absl::InvalidArgumentError(Cat("entry ", position, " has an empty key"));
     }
     if (!std::all_of(key.begin(), key.end(), IsTokenChar)) {
       return absl::InvalidArgumentError(Cat("\"", key, "\" is not a valid HTTP header name"));
@@ -589,14 +599,15 @@ ParseResult ParseCommandLine(std::span<const std::string> args, std::ostream& ou
     if (const std::string typed = ": 1 required TEXT missing"; message.ends_with(typed)) {
       message.replace(message.size() - typed.size(), typed.size(), ": a value is required");
     }
-    err << "0xgend: " << message << "\n"
+    err << "0xgend: " << Redactor::Default().Redact(message) << "\n"
         << "Run '0xgend --help' for the list of flags.\n";
     result.exit_code = 2;
     return result;
   }
   auto config = Finisher(table, raw, args).Run();
   if (!config.ok()) {
-    err << "0xgend: " << config.status().message() << "\n";
+    // Messages may quote what the operator typed (a URL with a password, say).
+    err << "0xgend: " << Redactor::Default().Redact(std::string(config.status().message())) << "\n";
     result.exit_code = 2;
     return result;
   }

@@ -82,6 +82,10 @@ absl::StatusOr<std::string> ReadTokenFile(int fd, const std::string& path) {
     return absl::FailedPreconditionError(
         Cat(path, " is empty; remove it to have a new one generated, or pass --token"));
   }
+  if (stripped.size() < 8) {  // as for --token: too short to be redacted reliably
+    return absl::FailedPreconditionError(
+        Cat(path, " holds fewer than 8 characters; remove it to have a new one generated"));
+  }
   return std::string(stripped);
 }
 
@@ -189,6 +193,14 @@ absl::StatusOr<std::string> LoadOrCreateToken(const std::string& data_dir, Token
 }
 
 int Run(const Config& config) {
+  // Started with stdin, stdout or stderr closed, the next open() would take that number and,
+  // say, the audit log would receive the operational log. Park /dev/null on any free one.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+      const int null_fd = ::open("/dev/null", O_RDWR);
+      if (null_fd > 2) ::close(null_fd);  // cannot happen while `fd` is free; be tidy anyway
+    }
+  }
   // Before any thread exists, so every thread inherits the mask and the signals are only ever
   // consumed by the sigwait() below instead of killing a random thread.
   sigset_t stop_signals;

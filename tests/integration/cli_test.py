@@ -92,6 +92,7 @@ class BadUsageTest(it.IntegrationCase):
         (["--plugins-dir", "/nonexistent/plugins"], "--plugins-dir"),
         (["--flow-log-raw=perhaps"], "--flow-log-raw"),
         (["--metrics-addr"], "--metrics-addr"),
+        (["--token", "short"], "--token"),
     ]
 
     def test_bad_flags_exit_2_naming_the_flag(self):
@@ -114,6 +115,24 @@ class BadUsageTest(it.IntegrationCase):
         self.assertEqual(rc, 2)
         self.assertIn("--metrics-addr", err)
         self.assertIn("OXG_METRICS_ADDR", err)
+
+    def test_errors_never_echo_secrets(self):
+        secret = "Bearer_s3cr3t_value_123"
+        cases = [
+            (["--trace-headers", "Authorization:" + secret], {}),
+            ([], {"OTEL_EXPORTER_OTLP_HEADERS": "Authorization:" + secret,
+                  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}),
+            (["--trace-endpoint", "grpc://user:" + secret + "@collector:4317"], {}),
+        ]
+        for args, env in cases:
+            with self.subTest(args=args, env=env):
+                rc, out, err = self.run_to_exit(
+                    "0xgend", ["--data-dir", os.path.join(self.tmp, "d"),
+                               "--metrics-addr", "127.0.0.1:0"] + args,
+                    env=it.clean_env(**env))
+                self.assertEqual(rc, 2, err)
+                self.assertTrue(err.startswith("0xgend: --trace-"), err)
+                self.assertNotIn(secret, err + out)
 
     def test_ca_key_without_cert(self):
         data = os.path.join(self.tmp, "d")

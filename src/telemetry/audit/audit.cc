@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -171,6 +172,12 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path
     const int err = errno;
     return absl::Status(absl::ErrnoToStatusCode(err), path + ": " + ErrnoText(err));
   }
+  // An audit log left from older runs may be readable by others; it names plugins, targets and
+  // decisions, so keep it owner-only like everything else in the data dir.
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0) {
+    ::fchmod(fd, st.st_mode & 0700);
+  }
   return std::unique_ptr<AuditLog>(new AuditLog(path, fd, true, stats, clock));
 }
 
@@ -222,6 +229,12 @@ bool AuditLog::Write(const AuditEvent& event) {
       left -= static_cast<size_t>(n);
     }
     if (err != 0) {
+      // Part of the line reached the file: end it, so the next event starts on a line of its
+      // own and only this one is lost (a reader rejects the fragment as one bad line).
+      if (left < line.size()) {
+        while (::write(fd_, "\n", 1) < 0 && errno == EINTR) {
+        }
+      }
       stats_.write_errors().Inc();
       ReportFailure(err);
       return false;

@@ -50,7 +50,12 @@ TEST(RedactTest, SecretAssignmentsKeepKeyAndSeparator) {
       {"pwd=abc", "pwd=[REDACTED]"},
       {"db_password: s3cr3t", "db_password: [REDACTED]"},
       {"PASSWORD = hunter2", "PASSWORD = [REDACTED]"},
-      {"secret=xyz;other=1", "secret=[REDACTED];other=1"},
+      {"secret=xyz;other=1", "secret=[REDACTED]"},
+      // Unquoted values run to whitespace or '&': a password's tail never leaks.
+      {"password=abc,def;ghi next", "password=[REDACTED] next"},
+      {"user=a&password=p,w;d\"x&next=1", "user=a&password=[REDACTED]&next=1"},
+      {"session_id=abc123", "session_id=[REDACTED]"},
+      {"PHPSESSID=abc123", "PHPSESSID=[REDACTED]"},
       {"access_token=ya29.a0Af", "access_token=[REDACTED]"},
       {"refresh_token: 1//0g", "refresh_token: [REDACTED]"},
       {"api_key=AbC123", "api_key=[REDACTED]"},

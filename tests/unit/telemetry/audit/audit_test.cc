@@ -271,7 +271,8 @@ TEST_F(AuditTest, WriteToClosedDescriptorIsCounted) {
   log::SetFdForTesting(devnull);
   auto log = OpenLog(path_);
   ASSERT_NE(log, nullptr);
-  // Close the log's descriptor behind its back (found through /proc) to get EBADF.
+  // Swap the log's descriptor (found through /proc) for a read-only one to get EBADF on write;
+  // the number stays open, so the log's destructor still closes its own descriptor.
   int closed = -1;
   for (int fd = 3; fd < 1024 && closed < 0; ++fd) {
     char link[4096];
@@ -280,11 +281,25 @@ TEST_F(AuditTest, WriteToClosedDescriptorIsCounted) {
     if (n > 0 && std::string(link, static_cast<size_t>(n)) == path_) closed = fd;
   }
   ASSERT_GE(closed, 0);
-  ::close(closed);
+  const int read_only = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(::dup2(read_only, closed), 0);
+  ::close(read_only);
   EXPECT_FALSE(log->Write(FullEvent()));
   EXPECT_EQ(stats_.write_errors().Value(), 1u);
   log::SetFdForTesting(-1);
   ::close(devnull);
+}
+
+TEST_F(AuditTest, ExistingLogTightenedToOwnerOnly) {
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ::fchmod(fd, 0644);
+  ::close(fd);
+  auto log = OpenLog(path_);
+  ASSERT_NE(log, nullptr);
+  struct stat st;
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
 TEST_F(AuditTest, StdoutMode) {
