@@ -1,0 +1,1 @@
+# Owned by the span-archive work: defines oxg_trace_archive.

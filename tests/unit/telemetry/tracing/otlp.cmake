@@ -1,0 +1,1 @@
+# Tests of the OTLP encodings and exporter.
