@@ -77,7 +77,8 @@ class SpanExporter {
   virtual ExportResult Export(std::span<const SpanData> batch) = 0;
   // Outcome label for oxg_trace_spans_total when Export succeeds: "exported" or "written_file".
   virtual const char* SuccessOutcome() const { return "exported"; }
-  // Called once after the last Export; flushes and releases resources.
+  // Flushes and releases resources. May be called from another thread while Export runs, to
+  // interrupt it (the shutdown budget ran out); later Export calls fail at once. Idempotent.
   virtual void Shutdown() {}
 };
 

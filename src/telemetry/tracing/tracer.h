@@ -10,6 +10,7 @@
 // Thread-safety: a Tracer is safe to use from any thread. A Span is owned by one thread at a
 // time (move it to hand it over); its context may be copied freely and passed across async hops.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -58,7 +59,7 @@ class Span {
   Span& operator=(Span&& other) noexcept;
   Span(const Span&) = delete;
   Span& operator=(const Span&) = delete;
-  ~Span() { End(); }
+  ~Span();
 
   // True when the span is sampled and still open: attributes will be exported.
   bool recording() const { return record_ != nullptr; }
@@ -139,7 +140,7 @@ class Tracer {
 
   // Adds a processor before the first span starts (not thread-safe against StartSpan).
   void AddProcessor(std::unique_ptr<SpanProcessor> processor);
-  bool enabled() const { return enabled_; }
+  bool enabled() const { return enabled_.load(std::memory_order_relaxed); }
 
   // Starts a span under an explicit parent context (from a traceparent header, gRPC metadata
   // or an async hop). An invalid parent starts a new root.
@@ -158,7 +159,8 @@ class Tracer {
   const Clock& clock_;
   double ratio_;
   uint64_t threshold_;  // sampling threshold on the trace id's lower 8 bytes
-  bool enabled_ = false;
+  std::atomic<bool> enabled_{false};
+  std::atomic<bool> shut_down_{false};
   std::vector<std::unique_ptr<SpanProcessor>> processors_;
 };
 
