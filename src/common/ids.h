@@ -13,9 +13,16 @@
 
 namespace oxg {
 
-// Fills `out` with bytes from the kernel CSPRNG (getrandom). Draws are buffered per thread and
-// the buffer is discarded after fork, so two processes never share output. Thread-safe.
+// Fills `out` with cryptographically secure random bytes: small draws from a per-thread
+// ChaCha20 generator keyed (and regularly re-keyed) from the kernel CSPRNG, with fast key
+// erasure; large ones straight from getrandom. The state is discarded after fork, so two
+// processes never share output. Thread-safe.
 void RandomBytes(std::span<uint8_t> out);
+
+namespace internal {
+// The ChaCha20 block function behind RandomBytes (zero nonce), exposed for its test vectors.
+void ChaChaBlock(const uint8_t key[32], uint32_t counter, uint8_t out[64]);
+}  // namespace internal
 
 // A 128-bit W3C trace id. All-zero is invalid.
 struct TraceId {

@@ -203,6 +203,7 @@ Span Tracer::StartSpan(std::string_view name, SpanKind kind, const SpanContext& 
   if (has_parent) d.parent_span_id = parent.span_id;
   d.trace_state = ctx.trace_state;
   d.name = std::string(name);
+  d.attributes.reserve(8);  // the contract's spans carry up to about eight attributes
   d.kind = kind;
   d.flags = 1;
   d.start_unix_nano = clock_.NowUnixNanos();

@@ -332,3 +332,31 @@ TEST(ConstantTimeEqualsTest, Correctness) {
 
 }  // namespace
 }  // namespace oxg
+
+namespace oxg {
+namespace {
+
+// RFC 8439 / draft-agl-tls-chacha20poly1305 test vectors with an all-zero nonce.
+TEST(ChaCha20, BlockTestVectors) {
+  uint8_t key[32] = {};
+  uint8_t out[64];
+  internal::ChaChaBlock(key, 0, out);
+  EXPECT_EQ(HexEncode(std::span<const uint8_t>(out, 64)),
+            "76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7"
+            "da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586");
+  key[31] = 1;
+  internal::ChaChaBlock(key, 0, out);
+  EXPECT_EQ(HexEncode(std::span<const uint8_t>(out, 64)),
+            "4540f05a9f1fb296d7736e7b208e3c96eb4fe1834688d2604f450952ed432d41"
+            "bbe2a0b6ea7566d2a5d1e7e20d42af2c53d792b1c43fea817e9ad275ae546963");
+}
+
+TEST(RandomBytes, ManyDrawsAcrossRefillsAreDistinct) {
+  // 10 000 span ids cross several pool refills; a repeat would mean a broken stream.
+  std::set<std::string> seen;
+  for (int i = 0; i < 10000; ++i) seen.insert(SpanId::Random().ToHex());
+  EXPECT_EQ(seen.size(), 10000u);
+}
+
+}  // namespace
+}  // namespace oxg
