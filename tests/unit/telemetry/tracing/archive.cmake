@@ -1,1 +1,36 @@
-# Tests of the span archive.
+# Tests of the span archive: the exporter's file format, tracks and rotation, and the reader
+# behind `0xgenctl trace`.
+oxg_test(trace_archive_test
+  SRCS chrome_trace_test.cc trace_tool_test.cc
+  DEPS oxg_trace_archive nlohmann_json::nlohmann_json)
+
+# The archive opened by a real viewer's parser: the Chrome DevTools performance panel's trace
+# engine from npm (@paulirish/trace_engine, pinned below), run by node. The npm install is a
+# fixture of its own; ViewerTest.* (compiled only into this binary) runs after it, labelled
+# integration. Neither skips: without node, npm or the registry they fail and say why.
+set(OXG_TRACE_VIEWER_DIR ${PROJECT_BINARY_DIR}/trace_viewer)
+find_program(OXG_NODE_FOR_VIEWER node)
+find_program(OXG_NPM_FOR_VIEWER npm)
+if(NOT OXG_NODE_FOR_VIEWER)
+  set(OXG_NODE_FOR_VIEWER node)
+endif()
+if(NOT OXG_NPM_FOR_VIEWER)
+  set(OXG_NPM_FOR_VIEWER npm)
+endif()
+add_test(NAME trace_viewer.npm_install
+         COMMAND ${OXG_NPM_FOR_VIEWER} install --prefix ${OXG_TRACE_VIEWER_DIR} --no-audit
+                 --no-fund --no-save --loglevel=error @paulirish/trace_engine@0.0.65)
+set_tests_properties(trace_viewer.npm_install PROPERTIES
+  LABELS integration
+  TIMEOUT 300
+  FIXTURES_SETUP trace_viewer)
+
+add_executable(trace_viewer_test chrome_trace_test.cc)
+target_link_libraries(trace_viewer_test PRIVATE
+  oxg_trace_archive nlohmann_json::nlohmann_json GTest::gmock GTest::gtest_main)
+target_compile_definitions(trace_viewer_test PRIVATE
+  OXG_TRACE_VIEWER_DIR="${OXG_TRACE_VIEWER_DIR}" OXG_NODE="${OXG_NODE_FOR_VIEWER}")
+gtest_discover_tests(trace_viewer_test
+  TEST_FILTER "ViewerTest.*"
+  PROPERTIES LABELS integration FIXTURES_REQUIRED trace_viewer TIMEOUT 120
+  DISCOVERY_TIMEOUT 30)
