@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
 #include "telemetry/metrics/metrics.h"
 
 namespace oxg::tracing {
@@ -663,7 +664,20 @@ TEST_F(ExporterTest, ProtobufGzipWithHeaders) {
   ASSERT_GE(r.body.size(), 2u);
   EXPECT_EQ(static_cast<uint8_t>(r.body[0]), 0x1f);  // gzip magic
   EXPECT_EQ(static_cast<uint8_t>(r.body[1]), 0x8b);
-  EXPECT_EQ(Gunzip(r.body), EncodeOtlpProtobuf(kSpans, resource_, scope_));
+  const std::string body = Gunzip(r.body);
+  EXPECT_EQ(body, EncodeOtlpProtobuf(kSpans, resource_, scope_));
+  // And it is an ExportTraceServiceRequest carrying what was exported.
+  opentelemetry::proto::collector::trace::v1::ExportTraceServiceRequest req;
+  ASSERT_TRUE(req.ParseFromString(body));
+  ASSERT_EQ(req.resource_spans_size(), 1);
+  ASSERT_EQ(req.resource_spans(0).scope_spans_size(), 1);
+  const auto& ss = req.resource_spans(0).scope_spans(0);
+  EXPECT_EQ(ss.scope().name(), "0xgen");
+  ASSERT_EQ(ss.spans_size(), 2);
+  EXPECT_EQ(ss.spans(0).name(), "proxy.exchange");
+  EXPECT_EQ(ss.spans(1).name(), "plugin.event");
+  EXPECT_EQ(ss.spans(1).parent_span_id(),
+            std::string(kSpans[0].span_id.bytes.begin(), kSpans[0].span_id.bytes.end()));
 
   EXPECT_EQ(Durations("http/protobuf", "success").count, 1u);
   EXPECT_EQ(Durations("http/protobuf", "failure").count, 0u);
