@@ -312,7 +312,7 @@ absl::Status ChromeTraceFileExporter::OpenCurrent(bool truncate) {
 void ChromeTraceFileExporter::StartFileIfNeeded(std::string& out) {
   if (needs_header_) out.append("[\n");
   if (!process_named_) {
-    AppendNameMetadata(out, "process_name", options_.pid, 0, options_.service_name);
+    AppendNameMetadata(out, "process_name", options_.pid, 0, options_.process_name);
     out.append(",\n");
   }
 }

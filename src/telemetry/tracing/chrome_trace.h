@@ -38,6 +38,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/clock.h"
@@ -108,7 +109,7 @@ class TrackAssigner {
 
 struct ChromeTraceOptions {
   std::string path;
-  std::string service_name = "0xgend";  // process_name of the process
+  std::string process_name = "0xgend";  // the service name (--trace-service-name)
   // The file is rotated before a batch would take it past this size (a single event larger
   // than the limit still goes into a file of its own).
   uint64_t max_file_bytes = uint64_t{256} << 20;
@@ -128,6 +129,12 @@ class ChromeTraceFileExporter final : public SpanExporter {
   // else is rotated away first so the new file starts with "[". Fails, naming the path, when
   // the file cannot be opened (missing directory, no permission, a directory).
   static absl::StatusOr<std::unique_ptr<ChromeTraceFileExporter>> Open(ChromeTraceOptions options);
+  // The same with `path` in place of options.path.
+  static absl::StatusOr<std::unique_ptr<ChromeTraceFileExporter>> Open(std::string path,
+                                                                       ChromeTraceOptions options) {
+    options.path = std::move(path);
+    return Open(std::move(options));
+  }
   ~ChromeTraceFileExporter() override;
   ChromeTraceFileExporter(const ChromeTraceFileExporter&) = delete;
   ChromeTraceFileExporter& operator=(const ChromeTraceFileExporter&) = delete;

@@ -92,7 +92,7 @@ class TraceToolTest : public ::testing::Test {
     ChromeTraceOptions o;
     o.path = path_;
     o.pid = 99;
-    o.service_name = "0xgend-test";
+    o.process_name = "0xgend-test";
     o.max_file_bytes = max_bytes;
     auto e = ChromeTraceFileExporter::Open(o);
     ASSERT_TRUE(e.ok()) << e.status();
