@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/strings.h"
+#include "daemon/tracing_setup.h"
 #include "telemetry/audit/audit.h"
 #include "telemetry/metrics/metrics.h"
 #include "telemetry/metrics/metrics_server.h"
@@ -261,6 +262,12 @@ int Run(const Config& config) {
   }
   audit::AuditLog& audit = **audit_log;
 
+  auto tracing = SetUpTracing(config, registry);
+  if (!tracing.ok()) {
+    log::Error(kComponent, std::string(tracing.status().message()));
+    return 2;
+  }
+
   std::unique_ptr<metrics::MetricsServer> metrics_server;
   if (config.metrics_addr.has_value()) {
     metrics::ServerOptions options;
@@ -308,6 +315,9 @@ int Run(const Config& config) {
   if (metrics_server != nullptr) metrics_server->Stop();
   Audit(audit, audit::EventType::kProxyLifecycle, "daemon stopped",
         {{"signal", std::string(exit_code == 0 ? SignalName(sig) : "none")}});
+  // Last: flush the spans of everything above, bounded so a dead collector cannot hold the
+  // exit (contract §6.3).
+  tracing->tracer->Shutdown(std::chrono::seconds(5));
   log::Info(kComponent, "stopped");
   return exit_code;
 }
