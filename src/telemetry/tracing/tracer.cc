@@ -156,7 +156,6 @@ void Span::End() {
 
 Tracer::Tracer(TracerOptions options, const Clock& clock)
     : clock_(clock),
-      ratio_(options.sample_ratio),
       threshold_(SamplingThreshold(options.sample_ratio)) {}
 
 Tracer::~Tracer() { Shutdown(std::chrono::milliseconds(0)); }

@@ -157,7 +157,6 @@ class Tracer {
   friend class Span;
   void Finish(Span& span);
   const Clock& clock_;
-  double ratio_;
   uint64_t threshold_;  // sampling threshold on the trace id's lower 8 bytes
   std::atomic<bool> enabled_{false};
   std::atomic<bool> shut_down_{false};

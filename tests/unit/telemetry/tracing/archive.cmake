@@ -8,18 +8,14 @@ oxg_test(trace_archive_test
 # engine from npm (@paulirish/trace_engine, pinned below), run by node. The npm install is a
 # fixture of its own; ViewerTest.* (compiled only into this binary) runs after it, labelled
 # integration. Neither skips: without node, npm or the registry they fail and say why.
-set(OXG_TRACE_VIEWER_DIR ${PROJECT_BINARY_DIR}/trace_viewer)
+# Pinned by tests/trace_viewer/package-lock.json and installed there by scripts/npm-ci.
+set(OXG_TRACE_VIEWER_DIR ${PROJECT_SOURCE_DIR}/tests/trace_viewer)
 find_program(OXG_NODE_FOR_VIEWER node)
-find_program(OXG_NPM_FOR_VIEWER npm)
 if(NOT OXG_NODE_FOR_VIEWER)
   set(OXG_NODE_FOR_VIEWER node)
 endif()
-if(NOT OXG_NPM_FOR_VIEWER)
-  set(OXG_NPM_FOR_VIEWER npm)
-endif()
 add_test(NAME trace_viewer.npm_install
-         COMMAND ${OXG_NPM_FOR_VIEWER} install --prefix ${OXG_TRACE_VIEWER_DIR} --no-audit
-                 --no-fund --no-save --loglevel=error @paulirish/trace_engine@0.0.65)
+         COMMAND bash ${PROJECT_SOURCE_DIR}/scripts/npm-ci ${OXG_TRACE_VIEWER_DIR})
 set_tests_properties(trace_viewer.npm_install PROPERTIES
   LABELS integration
   TIMEOUT 300
