@@ -11,6 +11,7 @@
 
 #include "common/json_writer.h"
 #include "common/log.h"
+#include "common/write_all.h"
 #include "common/redact.h"
 
 namespace oxg::audit {
@@ -211,27 +212,12 @@ bool AuditLog::Write(const AuditEvent& event) {
 
     std::lock_guard lock(write_mu_);
     const std::string line = Splice(FormatRfc3339Nanos(clock_.Now()), body);
-    const char* p = line.data();
-    size_t left = line.size();
-    int err = 0;
-    while (left > 0) {
-      const ssize_t n = ::write(fd_, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        err = errno;
-        break;
-      }
-      if (n == 0) {
-        err = EIO;
-        break;
-      }
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
+    size_t written = 0;
+    const int err = WriteAll(fd_, line, &written);
     if (err != 0) {
       // Part of the line reached the file: end it, so the next event starts on a line of its
       // own and only this one is lost (a reader rejects the fragment as one bad line).
-      if (left < line.size()) {
+      if (written > 0) {
         while (::write(fd_, "\n", 1) < 0 && errno == EINTR) {
         }
       }

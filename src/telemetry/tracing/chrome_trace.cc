@@ -16,6 +16,7 @@
 
 #include "common/json_writer.h"
 #include "common/log.h"
+#include "common/write_all.h"
 #include "common/strings.h"
 
 namespace oxg::tracing {
@@ -370,26 +371,11 @@ bool ChromeTraceFileExporter::WriteChunk(const std::string& chunk) {
     struct stat st;
     if (::fstat(fd_, &st) == 0) before = static_cast<uint64_t>(st.st_size);
   }
-  const char* p = chunk.data();
-  size_t left = chunk.size();
-  int err = 0;
-  while (left > 0) {
-    const ssize_t n = ::write(fd_, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    if (n == 0) {
-      err = EIO;
-      break;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  size_t written = 0;
+  const int err = WriteAll(fd_, chunk, &written);
   if (err != 0) {
     // Cut a partial batch off again: half a line would make the rest of the file unreadable.
-    if (left < chunk.size() && regular_) {
+    if (written > 0 && regular_) {
       while (::ftruncate(fd_, static_cast<off_t>(before)) != 0 && errno == EINTR) {
       }
     }
