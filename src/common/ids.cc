@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -96,6 +99,55 @@ void internal::ChaChaBlock(const uint8_t key[kKeySize], uint32_t counter, uint8_
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ChaChaBlock assumes little-endian");
 
+#if defined(__SSE2__)
+// Four consecutive ChaCha20 blocks at once (counters counter..counter+3): SSE2 lane j of word
+// vector i holds word i of block j. Same output as four ChaChaBlock calls, about 4x faster;
+// SSE2 is part of the x86-64 baseline.
+void internal::ChaChaBlocks4(const uint8_t key[kKeySize], uint32_t counter, uint8_t out[256]) {
+  uint32_t words[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574};
+  for (int i = 0; i < 8; ++i) std::memcpy(&words[4 + i], key + 4 * i, 4);
+  __m128i in[16];
+  for (int i = 0; i < 16; ++i) in[i] = _mm_set1_epi32(static_cast<int>(words[i]));
+  in[12] = _mm_add_epi32(_mm_set1_epi32(static_cast<int>(counter)), _mm_set_epi32(3, 2, 1, 0));
+  __m128i x[16];
+  for (int i = 0; i < 16; ++i) x[i] = in[i];
+  const auto rotl = [](__m128i v, int n) {
+    return _mm_or_si128(_mm_slli_epi32(v, n), _mm_srli_epi32(v, 32 - n));
+  };
+  const auto qr = [&](int a, int b, int c, int d) {
+    x[a] = _mm_add_epi32(x[a], x[b]);
+    x[d] = rotl(_mm_xor_si128(x[d], x[a]), 16);
+    x[c] = _mm_add_epi32(x[c], x[d]);
+    x[b] = rotl(_mm_xor_si128(x[b], x[c]), 12);
+    x[a] = _mm_add_epi32(x[a], x[b]);
+    x[d] = rotl(_mm_xor_si128(x[d], x[a]), 8);
+    x[c] = _mm_add_epi32(x[c], x[d]);
+    x[b] = rotl(_mm_xor_si128(x[b], x[c]), 7);
+  };
+  for (int round = 0; round < 10; ++round) {
+    qr(0, 4, 8, 12);
+    qr(1, 5, 9, 13);
+    qr(2, 6, 10, 14);
+    qr(3, 7, 11, 15);
+    qr(0, 5, 10, 15);
+    qr(1, 6, 11, 12);
+    qr(2, 7, 8, 13);
+    qr(3, 4, 9, 14);
+  }
+  alignas(16) uint32_t lanes[16][4];
+  for (int i = 0; i < 16; ++i) {
+    _mm_store_si128(reinterpret_cast<__m128i*>(lanes[i]), _mm_add_epi32(x[i], in[i]));
+  }
+  for (int block = 0; block < 4; ++block) {
+    for (int i = 0; i < 16; ++i) std::memcpy(out + 64 * block + 4 * i, &lanes[i][block], 4);
+  }
+}
+#else
+void internal::ChaChaBlocks4(const uint8_t key[kKeySize], uint32_t counter, uint8_t out[256]) {
+  for (uint32_t b = 0; b < 4; ++b) ChaChaBlock(key, counter + b, out + 64 * b);
+}
+#endif
+
 namespace {
 using internal::ChaChaBlock;
 
@@ -156,8 +208,8 @@ void Refill(RandomPool& pool) {
     pool.refills_left = kReseedRefills;
   }
   --pool.refills_left;
-  for (uint32_t block = 0; block < kPoolSize / 64; ++block) {
-    ChaChaBlock(pool.key, block, pool.bytes + 64 * block);
+  for (uint32_t block = 0; block < kPoolSize / 64; block += 4) {
+    internal::ChaChaBlocks4(pool.key, block, pool.bytes + 64 * block);
   }
   std::memcpy(pool.key, pool.bytes, kKeySize);
   std::memset(pool.bytes, 0, kKeySize);

@@ -351,6 +351,21 @@ TEST(ChaCha20, BlockTestVectors) {
             "bbe2a0b6ea7566d2a5d1e7e20d42af2c53d792b1c43fea817e9ad275ae546963");
 }
 
+TEST(ChaCha20, FourBlocksAtOnceMatchTheReference) {
+  uint8_t key[32];
+  for (int i = 0; i < 32; ++i) key[i] = static_cast<uint8_t>(i * 7 + 1);
+  for (uint32_t counter : {0u, 1u, 12345u, 0xFFFFFFFEu}) {  // the last one wraps the counter
+    uint8_t four[256], one[64];
+    internal::ChaChaBlocks4(key, counter, four);
+    for (uint32_t b = 0; b < 4; ++b) {
+      internal::ChaChaBlock(key, counter + b, one);
+      EXPECT_EQ(HexEncode(std::span<const uint8_t>(four + 64 * b, 64)),
+                HexEncode(std::span<const uint8_t>(one, 64)))
+          << "counter " << counter << " block " << b;
+    }
+  }
+}
+
 TEST(RandomBytes, ManyDrawsAcrossRefillsAreDistinct) {
   // 10 000 span ids cross several pool refills; a repeat would mean a broken stream.
   std::set<std::string> seen;
