@@ -260,6 +260,32 @@ constexpr char kCrockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 }  // namespace
 
+namespace {
+
+// This process's generation for the fork check: the epoch page, or the pid where the kernel
+// refused MADV_WIPEONFORK.
+inline uint64_t CurrentOwner() {
+  ForkEpoch& epoch = Epoch();
+  return epoch.page_epoch != nullptr ? CurrentEpoch(epoch) : static_cast<uint64_t>(getpid());
+}
+
+// Ids are drawn millions of times a second: a fixed-size copy straight out of the pool when it
+// holds enough, otherwise the general path.
+template <size_t N>
+inline void DrawId(std::array<uint8_t, N>& out) {
+  RandomPool& pool = tls_pool;
+  if (pool.owner == CurrentOwner() && pool.available >= N) {
+    uint8_t* src = pool.bytes + (kPoolSize - pool.available);
+    std::memcpy(out.data(), src, N);
+    std::memset(src, 0, N);
+    pool.available -= N;
+    return;
+  }
+  RandomBytes(out);
+}
+
+}  // namespace
+
 void RandomBytes(std::span<uint8_t> out) {
   if (out.size() > kPoolSize / 4) {
     // Large draws (keys, tokens) come straight from the kernel.
@@ -269,9 +295,7 @@ void RandomBytes(std::span<uint8_t> out) {
   RandomPool& pool = tls_pool;
   // After fork the child inherits this thread's pool; reusing it would make parent and child
   // hand out the same "random" ids and tokens.
-  ForkEpoch& epoch = Epoch();
-  const uint64_t owner =
-      epoch.page_epoch != nullptr ? CurrentEpoch(epoch) : static_cast<uint64_t>(getpid());
+  const uint64_t owner = CurrentOwner();
   if (pool.owner != owner) {
     // A new thread, or a child after fork: forget the inherited stream and key entirely.
     std::memset(pool.bytes, 0, kPoolSize);
@@ -297,7 +321,7 @@ void RandomBytes(std::span<uint8_t> out) {
 TraceId TraceId::Random() {
   TraceId id;
   do {
-    RandomBytes(id.bytes);
+    DrawId(id.bytes);
   } while (!id.IsValid());
   return id;
 }
@@ -315,7 +339,7 @@ void TraceId::WriteHex(char* out) const { WriteHexBytes(bytes.data(), bytes.size
 SpanId SpanId::Random() {
   SpanId id;
   do {
-    RandomBytes(id.bytes);
+    DrawId(id.bytes);
   } while (!id.IsValid());
   return id;
 }

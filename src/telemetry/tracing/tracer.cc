@@ -17,6 +17,8 @@ struct SpanRecord {
   SpanData data;
 };
 
+void SpanRecordDeleter::operator()(SpanRecord* record) const { delete record; }
+
 }  // namespace internal
 
 namespace {
@@ -85,10 +87,9 @@ void InstallContextHooks() {
 
 // ---- spans -------------------------------------------------------------------------------
 
-Span::Span(Tracer* tracer, SpanContext context, std::unique_ptr<internal::SpanRecord> record)
+Span::Span(Tracer* tracer, SpanContext context,
+           std::unique_ptr<internal::SpanRecord, internal::SpanRecordDeleter> record)
     : tracer_(tracer), context_(std::move(context)), record_(std::move(record)) {}
-
-Span::~Span() { End(); }
 
 Span::Span(Span&& other) noexcept
     : tracer_(std::exchange(other.tracer_, nullptr)),
@@ -155,8 +156,7 @@ void Span::End() {
 // ---- tracer ------------------------------------------------------------------------------
 
 Tracer::Tracer(TracerOptions options, const Clock& clock)
-    : clock_(clock),
-      threshold_(SamplingThreshold(options.sample_ratio)) {}
+    : clock_(clock), threshold_(SamplingThreshold(options.sample_ratio)) {}
 
 Tracer::~Tracer() { Shutdown(std::chrono::milliseconds(0)); }
 
@@ -189,13 +189,18 @@ Span Tracer::StartSpan(std::string_view name, SpanKind kind, const SpanContext& 
   }
   SpanContext ctx;
   ctx.trace_id = has_parent ? parent.trace_id : TraceId::Random();
-  ctx.span_id = SpanId::Random();
   if (!has_parent && !ShouldSample(nullptr, ctx.trace_id, threshold_)) {
+    // Not recorded anywhere, so its span id only has to be non-zero for the traceparent it
+    // hands on: the trace id's upper half (the sampler reads the lower half) saves a draw.
+    std::copy_n(ctx.trace_id.bytes.begin(), 8, ctx.span_id.bytes.begin());
+    if (!ctx.span_id.IsValid()) ctx.span_id = SpanId::Random();
     return Span(nullptr, std::move(ctx), nullptr);
   }
+  ctx.span_id = SpanId::Random();
   ctx.flags = 1;
   if (has_parent) ctx.trace_state = parent.trace_state;
-  auto record = std::make_unique<internal::SpanRecord>();
+  std::unique_ptr<internal::SpanRecord, internal::SpanRecordDeleter> record(
+      new internal::SpanRecord());
   SpanData& d = record->data;
   d.trace_id = ctx.trace_id;
   d.span_id = ctx.span_id;
@@ -210,7 +215,7 @@ Span Tracer::StartSpan(std::string_view name, SpanKind kind, const SpanContext& 
 }
 
 void Tracer::Finish(Span& span) {
-  std::unique_ptr<internal::SpanRecord> record = std::move(span.record_);
+  auto record = std::move(span.record_);
   if (shut_down_.load(std::memory_order_acquire)) return;
   // Every processor but the last gets a copy; the last takes the record.
   for (size_t i = 0; i + 1 < processors_.size(); ++i) {

@@ -49,7 +49,11 @@ std::string FormatTraceparent(const SpanContext& ctx);
 class Tracer;
 namespace internal {
 struct SpanRecord;
-}
+// Defined where SpanRecord is complete, so Span's destructor can stay inline.
+struct SpanRecordDeleter {
+  void operator()(SpanRecord* record) const;
+};
+}  // namespace internal
 
 // An RAII span: ends when destroyed unless End() was called. Move-only.
 class Span {
@@ -59,7 +63,10 @@ class Span {
   Span& operator=(Span&& other) noexcept;
   Span(const Span&) = delete;
   Span& operator=(const Span&) = delete;
-  ~Span();
+  // Inline so a span that records nothing costs no call to end.
+  ~Span() {
+    if (record_) End();
+  }
 
   // True when the span is sampled and still open: attributes will be exported.
   bool recording() const { return record_ != nullptr; }
@@ -84,10 +91,11 @@ class Span {
 
  private:
   friend class Tracer;
-  Span(Tracer* tracer, SpanContext context, std::unique_ptr<internal::SpanRecord> record);
+  Span(Tracer* tracer, SpanContext context,
+       std::unique_ptr<internal::SpanRecord, internal::SpanRecordDeleter> record);
   Tracer* tracer_ = nullptr;
   SpanContext context_;
-  std::unique_ptr<internal::SpanRecord> record_;
+  std::unique_ptr<internal::SpanRecord, internal::SpanRecordDeleter> record_;
 };
 
 // Makes a span context the active one of the calling thread for its lifetime; restores the
