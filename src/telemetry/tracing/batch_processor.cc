@@ -23,7 +23,12 @@ void BatchSpanProcessor::OnEnd(SpanData&& span) {
   bool wake = false;
   {
     std::lock_guard lock(mu_);
-    if (stopping_ || queue_.size() >= options_.max_queue) {
+    if (stopping_) {
+      // Ended after shutdown began: never flushed, and not a sign of a queue too small.
+      if (stats_) stats_->dropped_export_failed.Inc();
+      return;
+    }
+    if (queue_.size() >= options_.max_queue) {
       if (stats_) stats_->dropped_queue_full.Inc();
       return;
     }
@@ -133,6 +138,8 @@ class Watchdog {
 }  // namespace
 
 void BatchSpanProcessor::Shutdown(std::chrono::milliseconds timeout) {
+  // Later callers (the destructor after an explicit Shutdown) wait for the first to finish.
+  std::lock_guard shutdown_lock(shutdown_mu_);
   {
     std::lock_guard lock(mu_);
     if (shut_down_) return;

@@ -64,7 +64,8 @@ class BatchSpanProcessor final : public SpanProcessor {
   bool stopping_ = false;
   bool shut_down_ = false;
   Clock::MonoTime deadline_;  // of the shutdown flush
-  std::mutex export_mu_;      // held for the whole of an export: exports never overlap
+  std::mutex shutdown_mu_;
+  std::mutex export_mu_;  // held for the whole of an export: exports never overlap
   std::thread thread_;
 };
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <thread>
 
 #include "telemetry/audit/audit.h"
 #include "telemetry/metrics/metrics.h"
@@ -185,6 +186,7 @@ Span Tracer::StartSpan(std::string_view name, SpanKind kind, const SpanContext& 
     SpanContext ctx;
     ctx.trace_id = parent.trace_id;
     ctx.span_id = parent.span_id;
+    if (!parent.trace_state.empty()) ctx.trace_state = parent.trace_state;  // passed through
     return Span(nullptr, std::move(ctx), nullptr);
   }
   SpanContext ctx;
@@ -226,14 +228,18 @@ void Tracer::Finish(Span& span) {
 }
 
 void Tracer::Shutdown(std::chrono::milliseconds timeout) {
+  // A second caller waits for the first to finish rather than racing the processors' teardown.
+  std::lock_guard lock(shutdown_mu_);
   if (shut_down_.exchange(true)) return;
   enabled_ = false;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // All processors flush at once, each with the whole budget, so a slow destination (a hanging
+  // collector) cannot eat the time of another (the span archive).
+  std::vector<std::thread> flushes;
+  flushes.reserve(processors_.size());
   for (auto& p : processors_) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    p->Shutdown(std::max(left, std::chrono::milliseconds(0)));
+    flushes.emplace_back([&p, timeout] { p->Shutdown(timeout); });
   }
+  for (std::thread& t : flushes) t.join();
 }
 
 }  // namespace oxg::tracing

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -104,6 +105,9 @@ class ScopedActivation {
  public:
   explicit ScopedActivation(const SpanContext& context);
   explicit ScopedActivation(const Span& span) : ScopedActivation(span.context()) {}
+  // The activation points at the context: a temporary would be gone at the end of the statement.
+  explicit ScopedActivation(Span&&) = delete;
+  explicit ScopedActivation(SpanContext&&) = delete;
   ~ScopedActivation();
   ScopedActivation(const ScopedActivation&) = delete;
   ScopedActivation& operator=(const ScopedActivation&) = delete;
@@ -168,6 +172,7 @@ class Tracer {
   uint64_t threshold_;  // sampling threshold on the trace id's lower 8 bytes
   std::atomic<bool> enabled_{false};
   std::atomic<bool> shut_down_{false};
+  std::mutex shutdown_mu_;
   std::vector<std::unique_ptr<SpanProcessor>> processors_;
 };
 

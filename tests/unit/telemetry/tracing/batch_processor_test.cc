@@ -93,8 +93,9 @@ TEST_F(BatchTest, FlushOnShutdown) {
   p->Shutdown(milliseconds(5000));
   EXPECT_EQ(state_->batch_sizes, (std::vector<size_t>{4, 4, 2}));
   EXPECT_TRUE(state_->shut_down);
-  p->OnEnd(Named(99));  // after shutdown: dropped, counted
-  EXPECT_EQ(stats_.dropped_queue_full.Value(), 1u);
+  p->OnEnd(Named(99));  // after shutdown: dropped, counted as never exported
+  EXPECT_EQ(stats_.dropped_export_failed.Value(), 1u);
+  EXPECT_EQ(stats_.dropped_queue_full.Value(), 0u);
 }
 
 TEST_F(BatchTest, ExportsNeverConcurrent) {

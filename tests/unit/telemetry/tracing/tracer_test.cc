@@ -138,8 +138,10 @@ TEST_F(TracerTest, UnsampledParentPropagatesWithoutRecording) {
   Tracer& tracer = MakeTracer(1.0);
   SpanContext remote;
   ASSERT_TRUE(ParseTraceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", &remote));
+  ASSERT_TRUE(ParseTracestate("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7", &remote.trace_state));
   Span s = tracer.StartSpan("server", SpanKind::kServer, remote);
   EXPECT_FALSE(s.recording());
+  EXPECT_EQ(s.context().trace_state, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
   EXPECT_EQ(FormatTraceparent(s.context()),
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
   s.SetAttribute("k", "v").AddEvent("e").SetStatus(StatusCode::kError, "x");  // harmless no-ops
