@@ -1,0 +1,1 @@
+# Flow builder (contract §8): defines oxg_proxy_flow.

@@ -1,0 +1,1 @@
+# Interception CA and leaf certificates: defines oxg_proxy_tls.

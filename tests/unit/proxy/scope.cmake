@@ -1,0 +1,1 @@
+# Scope policy tests.
