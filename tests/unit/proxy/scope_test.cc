@@ -584,3 +584,26 @@ TEST(ScopePolicyTest, LoadFromFile) {
 
 }  // namespace
 }  // namespace oxg::proxy
+
+namespace oxg::proxy {
+namespace {
+
+// Aliases that multiply ("billion laughs") must not make loading a policy explode in time or
+// memory: the document is small, whatever its expansion would be.
+TEST(ScopePolicyTest, AliasExpansionStaysCheap) {
+  std::string yaml =
+      "version: 1\nl0: &l0 [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n";
+  for (int i = 1; i < 9; ++i) {
+    const std::string prev = "*l" + std::to_string(i - 1);
+    yaml += "l" + std::to_string(i) + ": &l" + std::to_string(i) + " [" + prev;
+    for (int j = 0; j < 8; ++j) yaml += "," + prev;
+    yaml += "]\n";
+  }
+  const auto p = ParseScopePolicy(yaml, "scope.yaml");
+  ASSERT_FALSE(p.ok());  // l0..l8 are unknown keys
+  EXPECT_NE(std::string(p.status().message()).find("scope.yaml:2:"), std::string::npos)
+      << p.status();
+}
+
+}  // namespace
+}  // namespace oxg::proxy
