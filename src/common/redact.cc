@@ -98,36 +98,6 @@ re2::RE2::Options PatternOptions() {
   return o;
 }
 
-// Rewrites a Cookie / Set-Cookie value, keeping cookie names and attributes readable.
-void AppendRedactedCookies(std::string& out, std::string_view value, bool first_only) {
-  size_t pos = 0;
-  bool first = true;
-  while (pos <= value.size()) {
-    size_t end = value.find(';', pos);
-    if (end == std::string_view::npos) end = value.size();
-    const std::string_view part = value.substr(pos, end - pos);
-    if (first || !first_only) {
-      const size_t eq = part.find('=');
-      const std::string_view name =
-          eq == std::string_view::npos ? std::string_view() : part.substr(0, eq + 1);
-      const std::string_view val = eq == std::string_view::npos ? part : part.substr(eq + 1);
-      if (val.find_first_not_of(" \t") == std::string_view::npos) {
-        out.append(part);
-      } else {
-        // A bare value without a name is still a secret.
-        out.append(name);
-        out.append(kRedacted);
-      }
-    } else {
-      out.append(part);
-    }
-    first = false;
-    if (end == value.size()) break;
-    out.push_back(';');
-    pos = end + 1;
-  }
-}
-
 // Applies one pattern to `text`; returns false (and leaves `out` alone) when nothing matched.
 bool ApplyPattern(const re2::RE2& re, Kind kind, std::string_view text, std::string& out) {
   const int groups = re.NumberOfCapturingGroups();
@@ -151,7 +121,8 @@ bool ApplyPattern(const re2::RE2& re, Kind kind, std::string_view text, std::str
       if (kind == Kind::kSecretGroup) {
         out.append(kRedacted);
       } else {
-        AppendRedactedCookies(out, m[g], kind == Kind::kSetCookie);
+        AppendRedactedCookies(out, std::string_view(m[g].data(), m[g].size()),
+                              kind == Kind::kSetCookie);
       }
       kept = gb + m[g].size();
       break;  // alternatives are exclusive: only one group takes part
@@ -229,6 +200,38 @@ bool AnyWord(std::string_view key, Fn fn) {
 }
 
 }  // namespace
+
+size_t AppendRedactedCookies(std::string& out, std::string_view value, bool first_only) {
+  size_t masked = 0;
+  size_t pos = 0;
+  bool first = true;
+  while (pos <= value.size()) {
+    size_t end = value.find(';', pos);
+    if (end == std::string_view::npos) end = value.size();
+    const std::string_view part = value.substr(pos, end - pos);
+    if (first || !first_only) {
+      const size_t eq = part.find('=');
+      // Keep the whitespace after ';' and the name with its '='; a nameless value is a secret too.
+      const size_t lead = std::min(part.find_first_not_of(" \t"), part.size());
+      const size_t val_at = eq == std::string_view::npos ? lead : eq + 1;
+      const std::string_view val = part.substr(val_at);
+      if (val.find_first_not_of(" \t") == std::string_view::npos) {
+        out.append(part);
+      } else {
+        out.append(part.substr(0, val_at));
+        out.append(kRedacted);
+        ++masked;
+      }
+    } else {
+      out.append(part);
+    }
+    first = false;
+    if (end == value.size()) break;
+    out.push_back(';');
+    pos = end + 1;
+  }
+  return masked;
+}
 
 Redactor::Redactor() {
   for (const PatternSpec& p : kPatterns) {

@@ -18,6 +18,11 @@ namespace oxg {
 
 inline constexpr std::string_view kRedacted = "[REDACTED]";
 
+// Appends a Cookie or Set-Cookie header value with the cookie values replaced by [REDACTED]
+// (for Set-Cookie only the first pair's: the rest are attributes), names and attributes kept.
+// Returns how many values were replaced.
+size_t AppendRedactedCookies(std::string& out, std::string_view value, bool first_only);
+
 class Redactor {
  public:
   // Built with the project's default secret patterns (bearer and basic credentials, API-key

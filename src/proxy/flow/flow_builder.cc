@@ -116,40 +116,6 @@ void AppendRedactedAuthorization(std::string& out, std::string_view value) {
   out.append(kRedacted);
 }
 
-// Cookie / Set-Cookie value with cookie values masked (Set-Cookie: only the first pair).
-// Returns how many values were masked.
-uint64_t AppendRedactedCookies(std::string& out, std::string_view value, bool first_only) {
-  uint64_t masked = 0;
-  size_t pos = 0;
-  bool first = true;
-  while (pos <= value.size()) {
-    size_t end = value.find(';', pos);
-    if (end == std::string_view::npos) end = value.size();
-    const std::string_view part = value.substr(pos, end - pos);
-    if (first || !first_only) {
-      const size_t eq = part.find('=');
-      // Keep the whitespace after ';' and the name with its '='; a nameless value is masked.
-      const size_t lead = std::min(part.find_first_not_of(" \t"), part.size());
-      const size_t val_at = eq == std::string_view::npos ? lead : eq + 1;
-      const std::string_view val = part.substr(val_at);
-      if (TrimAscii(val).empty()) {
-        AppendClean(out, part);
-      } else {
-        AppendClean(out, part.substr(0, val_at));
-        out.append(kRedacted);
-        ++masked;
-      }
-    } else {
-      AppendClean(out, part);
-    }
-    first = false;
-    if (end == value.size()) break;
-    out.push_back(';');
-    pos = end + 1;
-  }
-  return masked;
-}
-
 void Count(metrics::Counter* c, uint64_t n) {
   if (c != nullptr && n != 0) c->Inc(n);
 }
@@ -267,7 +233,9 @@ FlowPayloads BuildFlowPayloads(const HttpMessage& message, const FlowOptions& op
       AppendRedactedAuthorization(san, h.value);
       ++header_redactions;
     } else if (is_cookie || is_set_cookie) {
-      cookie_redactions += AppendRedactedCookies(san, h.value, is_set_cookie);
+      std::string cleaned;  // CR, LF and NUL made harmless first, as for every header
+      AppendClean(cleaned, h.value);
+      cookie_redactions += AppendRedactedCookies(san, cleaned, is_set_cookie);
     } else {
       san.append(kRedacted);
       ++header_redactions;
