@@ -18,6 +18,7 @@
 #include "common/redact.h"
 #include "common/strings.h"
 #include "daemon/tracing_setup.h"
+#include "proxy/tls/ca.h"
 #include "telemetry/audit/audit.h"
 #include "telemetry/metrics/metrics.h"
 #include "telemetry/metrics/metrics_server.h"
@@ -261,6 +262,17 @@ int Run(const Config& config) {
     return 2;
   }
   audit::AuditLog& audit = **audit_log;
+
+  // Contract §2: the interception CA is generated on first start and checked on every later
+  // one, so a broken pair stops the daemon now rather than at the first HTTPS connection.
+  if (config.proxy_addr.has_value()) {
+    auto ca = proxy::tls::LoadOrCreateCa(config.proxy_ca_cert, config.proxy_ca_key, Clock::Real());
+    if (!ca.ok()) {
+      log::Error(kComponent, Cat("--proxy-ca-cert/--proxy-ca-key: ", ca.status().message()));
+      return 2;
+    }
+    log::Info(kComponent, Cat("interception CA: ", config.proxy_ca_cert));
+  }
 
   auto tracing = SetUpTracing(config, registry);
   if (!tracing.ok()) {

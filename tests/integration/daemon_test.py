@@ -34,6 +34,19 @@ class StartupFailureTest(it.IntegrationCase):
         self.assertEqual(rc, 2, err)
         self.assertIn(blocker, err)
 
+    def test_broken_ca_key_names_the_file(self):
+        data = os.path.join(self.tmp, "data")
+        os.makedirs(data)
+        with open(os.path.join(data, "ca.pem"), "w") as f:
+            f.write("not a certificate")
+        with open(os.path.join(data, "ca-key.pem"), "w") as f:
+            f.write("not a key")
+        rc, _, err = self.run_to_exit("0xgend", ["--data-dir", data,
+                                                 "--metrics-addr", "127.0.0.1:0"])
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--proxy-ca-", err)
+        self.assertIn(data, err)
+
     def test_metrics_port_in_use(self):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(sock.close)
@@ -133,6 +146,20 @@ class RunningDaemonTest(it.IntegrationCase):
                           env=it.clean_env(OXG_METRICS_ADDR="not-an-address"))
         proc.wait_for_stderr(r"metrics listening on 127\.0\.0\.1:\d+")
         self.assertEqual(self.stop(proc), 0)
+
+    def test_interception_ca_generated_then_reused(self):
+        data = os.path.join(self.tmp, "data")
+        proc, _ = self.start_daemon(data_dir=data)
+        self.assertEqual(self.stop(proc), 0)
+        cert, key = os.path.join(data, "ca.pem"), os.path.join(data, "ca-key.pem")
+        self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600)
+        with open(cert) as f:
+            first = f.read()
+        self.assertTrue(first.startswith("-----BEGIN CERTIFICATE-----"), first)
+        proc, _ = self.start_daemon(data_dir=data)
+        self.assertEqual(self.stop(proc), 0)
+        with open(cert) as f:
+            self.assertEqual(f.read(), first)
 
     def test_data_dir_created_0700(self):
         data = os.path.join(self.tmp, "nested", "data")
