@@ -171,6 +171,18 @@ class Fixture:
     def close(self):
         self.stderr_file.close()
 
+    def stop_and_check(self):
+        """Stops the fixture and raises AssertionError unless it exited 0 and is gone."""
+        pid = self.proc.pid
+        code, how = self.stop()
+        stderr = self.stderr_text()
+        self.close()
+        if not process_gone(pid):
+            raise AssertionError(f"metrics_fixture (pid {pid}) still exists")
+        if how != "exited" or code != 0:
+            raise AssertionError(f"metrics_fixture did not exit 0 on stdin EOF ({how}, {code}); "
+                                 f"stderr:\n{stderr}")
+
 
 def fetch(url, headers=None, timeout=10):
     """GET url; returns (status, headers, body bytes). Never decompresses."""

@@ -33,7 +33,7 @@ class OpenMetricsExpositionTest(unittest.TestCase):
     def setUpClass(cls):
         cls.started = time.time()
         cls.fixture = e2e.Fixture()
-        cls.addClassCleanup(cls._stop_fixture)
+        cls.addClassCleanup(cls.fixture.stop_and_check)
         cls.status, cls.headers, cls.body = e2e.fetch(cls.fixture.base_url + "/metrics",
                                                       {"Accept": e2e.PROMETHEUS_ACCEPT})
         cls.text = cls.body.decode("utf-8")
@@ -44,18 +44,6 @@ class OpenMetricsExpositionTest(unittest.TestCase):
             cls.families = []
             cls.parse_error = str(e)
         cls.by_name = {f.name: f for f in cls.families}
-
-    @classmethod
-    def _stop_fixture(cls):
-        pid = cls.fixture.proc.pid
-        code, how = cls.fixture.stop()
-        stderr = cls.fixture.stderr_text()
-        cls.fixture.close()
-        if how != "exited" or code != 0:
-            raise AssertionError(f"metrics_fixture did not exit 0 on stdin EOF ({how}, {code}); "
-                                 f"stderr:\n{stderr}")
-        if not e2e.process_gone(pid):
-            raise AssertionError(f"metrics_fixture (pid {pid}) still exists")
 
     def family(self, name):
         self.assertIsNone(self.parse_error)
@@ -254,15 +242,7 @@ class ConcurrentScrapeTest(unittest.TestCase):
 
     def setUp(self):
         self.fixture = e2e.Fixture("--keep-recording")
-        self.addCleanup(self._stop_fixture)
-
-    def _stop_fixture(self):
-        pid = self.fixture.proc.pid
-        code, how = self.fixture.stop()
-        stderr = self.fixture.stderr_text()
-        self.fixture.close()
-        self.assertTrue(e2e.process_gone(pid))
-        self.assertEqual((how, code), ("exited", 0), stderr)
+        self.addCleanup(self.fixture.stop_and_check)
 
     def test_parallel_scrapes_parse(self):
         def scrape(i):

@@ -27,7 +27,7 @@ class PrometheusScrapeTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="oxg-e2e-prom-")
         self.addCleanup(self._remove_tmp)
         self.fixture = e2e.Fixture("--keep-recording")
-        self.addCleanup(self._stop_fixture)
+        self.addCleanup(self.fixture.stop_and_check)
         self.prom = None
         self.log_path = None
         self._start_prometheus()
@@ -37,15 +37,6 @@ class PrometheusScrapeTest(unittest.TestCase):
     def _remove_tmp(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.assertFalse(os.path.exists(self.tmp))
-
-    def _stop_fixture(self):
-        pid = self.fixture.proc.pid
-        code, how = self.fixture.stop()
-        stderr = self.fixture.stderr_text()
-        self.fixture.close()
-        self.assertTrue(e2e.process_gone(pid), f"metrics_fixture (pid {pid}) still exists")
-        self.assertEqual((how, code), ("exited", 0),
-                         f"metrics_fixture did not exit 0 on stdin EOF; stderr:\n{stderr}")
 
     def _stop_prometheus(self, proc):
         pid = proc.pid

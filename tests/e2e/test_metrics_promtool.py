@@ -25,22 +25,10 @@ class TextExpositionTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.fixture = e2e.Fixture()
-        cls.addClassCleanup(cls._stop_fixture)
+        cls.addClassCleanup(cls.fixture.stop_and_check)
         cls.status, cls.headers, cls.body = e2e.fetch(cls.fixture.base_url + "/metrics",
                                                       {"Accept": "text/plain"})
         cls.text = cls.body.decode("utf-8")
-
-    @classmethod
-    def _stop_fixture(cls):
-        pid = cls.fixture.proc.pid
-        code, how = cls.fixture.stop()
-        stderr = cls.fixture.stderr_text()
-        cls.fixture.close()
-        if how != "exited" or code != 0:
-            raise AssertionError(f"metrics_fixture did not exit 0 on stdin EOF ({how}, {code}); "
-                                 f"stderr:\n{stderr}")
-        if not e2e.process_gone(pid):
-            raise AssertionError(f"metrics_fixture (pid {pid}) still exists")
 
     def test_content_type(self):
         self.assertEqual(self.status, 200)
