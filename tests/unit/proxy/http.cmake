@@ -1,0 +1,1 @@
+# HTTP head parser tests (filled in by the parser work).
