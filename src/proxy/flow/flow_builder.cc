@@ -120,7 +120,66 @@ void Count(metrics::Counter* c, uint64_t n) {
   if (c != nullptr && n != 0) c->Inc(n);
 }
 
+// The credential headers, whose values are masked by name before the patterns run.
+bool IsCredentialHeader(std::string_view name, std::string_view value) {
+  return !TrimAscii(value).empty() &&
+         (IEquals(name, "authorization") || IEquals(name, "proxy-authorization") ||
+          IEquals(name, "cookie") || IEquals(name, "set-cookie") || Redactor::IsSecretKey(name));
+}
+
+// Appends a credential header's masked value (IsCredentialHeader is true): the scheme word of
+// Authorization, cookie names and Set-Cookie attributes survive, anything else becomes
+// [REDACTED]. Adds the redactions made to *header_redactions / *cookie_redactions.
+void AppendMaskedCredential(std::string& out, std::string_view name, std::string_view value,
+                            uint64_t* header_redactions, uint64_t* cookie_redactions) {
+  const bool is_set_cookie = IEquals(name, "set-cookie");
+  if (IEquals(name, "authorization") || IEquals(name, "proxy-authorization")) {
+    AppendRedactedAuthorization(out, value);
+    ++*header_redactions;
+  } else if (is_set_cookie || IEquals(name, "cookie")) {
+    std::string cleaned;  // CR, LF and NUL made harmless first, as for every header
+    AppendClean(cleaned, value);
+    *cookie_redactions += AppendRedactedCookies(out, cleaned, is_set_cookie);
+  } else {
+    out.append(kRedacted);
+    ++*header_redactions;
+  }
+}
+
 }  // namespace
+
+std::string SanitizeHeaderValue(std::string_view name, std::string_view value,
+                                const Redactor& redactor, FlowStats* stats) {
+  uint64_t header_redactions = 0;
+  uint64_t cookie_redactions = 0;
+  std::string out;
+  if (IsCredentialHeader(name, value)) {
+    AppendMaskedCredential(out, name, value, &header_redactions, &cookie_redactions);
+  } else {
+    // The patterns see the field as the payload shows it ("name: value"), since some of them
+    // key on the name (an `X-Session-Auth: ...` line); the name part is kept by every pattern.
+    std::string line;
+    line.reserve(name.size() + 2 + value.size());
+    AppendClean(line, name);
+    line.append(": ");
+    const size_t prefix = line.size();
+    AppendClean(line, value);
+    std::string masked = redactor.Redact(line);
+    const size_t before = CountRedacted(line);
+    const size_t after = CountRedacted(masked);
+    if (after > before) header_redactions += after - before;
+    if (masked.compare(0, prefix, line, 0, prefix) == 0) {
+      out.assign(masked, prefix);
+    } else {
+      out = redactor.Redact(std::string_view(line).substr(prefix));
+    }
+  }
+  if (stats != nullptr) {
+    Count(&stats->header, header_redactions);
+    Count(&stats->cookie, cookie_redactions);
+  }
+  return out;
+}
 
 FlowStats::FlowStats(metrics::Registry& registry)
     : FlowStats(registry.AddCounter("oxg_flow_redactions_total",
@@ -219,27 +278,13 @@ FlowPayloads BuildFlowPayloads(const HttpMessage& message, const FlowOptions& op
     if (IEquals(h.name, kTruncatedHeader)) continue;
 
     AppendHeader(raw, h.name, h.value);
-    const bool is_auth = IEquals(h.name, "authorization") || IEquals(h.name, "proxy-authorization");
-    const bool is_cookie = IEquals(h.name, "cookie");
-    const bool is_set_cookie = IEquals(h.name, "set-cookie");
-    if (TrimAscii(h.value).empty() ||
-        !(is_auth || is_cookie || is_set_cookie || Redactor::IsSecretKey(h.name))) {
+    if (!IsCredentialHeader(h.name, h.value)) {
       AppendHeader(san, h.name, h.value);
       continue;
     }
     AppendClean(san, h.name);
     san.append(": ");
-    if (is_auth) {
-      AppendRedactedAuthorization(san, h.value);
-      ++header_redactions;
-    } else if (is_cookie || is_set_cookie) {
-      std::string cleaned;  // CR, LF and NUL made harmless first, as for every header
-      AppendClean(cleaned, h.value);
-      cookie_redactions += AppendRedactedCookies(san, cleaned, is_set_cookie);
-    } else {
-      san.append(kRedacted);
-      ++header_redactions;
-    }
+    AppendMaskedCredential(san, h.name, h.value, &header_redactions, &cookie_redactions);
     san.append("\r\n");
   }
   if (!length_written && (framed || !body.empty())) {

@@ -40,6 +40,10 @@
 
 #include "telemetry/metrics/metrics.h"
 
+namespace oxg {
+class Redactor;
+}  // namespace oxg
+
 namespace oxg::proxy {
 
 // One header field as received. Views: they must outlive the BuildFlowPayloads call only.
@@ -96,6 +100,13 @@ struct FlowPayloads {
 // Builds both payloads of one message. `stats` may be null (nothing is counted).
 FlowPayloads BuildFlowPayloads(const HttpMessage& message, const FlowOptions& options,
                                FlowStats* stats);
+
+// One header value as the sanitized payload shows it, for records that list headers apart
+// (proxy_history.jsonl): the credential headers masked by name as above, then the secret
+// patterns of `redactor` applied to the "name: value" line (the name is never changed); CR, LF
+// and NUL become spaces. `stats` may be null (nothing is counted).
+std::string SanitizeHeaderValue(std::string_view name, std::string_view value,
+                                const Redactor& redactor, FlowStats* stats);
 
 enum class FlowType { kRequest, kResponse };
 
