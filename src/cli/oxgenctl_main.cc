@@ -5,12 +5,14 @@
 #include <string>
 #include <string_view>
 
+#include "cli/proxy_ca_tool.h"
 #include "common/build_info.h"
 #include "telemetry/tracing/trace_tool.h"
 
 int main(int argc, char** argv) {
   CLI::App app(
-      "0xgenctl: operator tools for 0xgen (replay, export, findings, traces, crash bundles).",
+      "0xgenctl: operator tools for 0xgen (replay, export, findings, traces, proxy CA, crash "
+      "bundles).",
       "0xgenctl");
   app.set_help_flag("-h,--help", "Print this help and exit.");
   app.require_subcommand(1);
@@ -62,6 +64,39 @@ int main(int argc, char** argv) {
   trace_otlp->callback(
       [&] { rc = oxg::tracing::TraceToOtlpJson(trace_file, trace_options, std::cout, std::cerr); });
 
+  // proxy: tools around the capture proxy.
+  CLI::App* proxy =
+      app.add_subcommand("proxy", "Capture proxy tools (ca: show or trust the interception CA).");
+  proxy->require_subcommand(1);
+  oxg::cli::ProxyCaOptions ca_options;
+  CLI::App* proxy_ca = proxy->add_subcommand(
+      "ca",
+      "Print the interception CA certificate (checked to be a CA; never the key), its "
+      "fingerprint, or install it into the system or an NSS trust store.");
+  proxy_ca->footer(oxg::cli::kProxyCaHelpFooter);
+  proxy_ca
+      ->add_option("--data-dir", ca_options.data_dir,
+                   "The daemon's data dir; the certificate is <data-dir>/ca.pem.")
+      ->capture_default_str();
+  proxy_ca->add_option("--cert", ca_options.cert,
+                       "The CA certificate file (what 0xgend --proxy-ca-cert names); overrides "
+                       "--data-dir.");
+  proxy_ca->add_option("--format", ca_options.format, "Output encoding: pem or der.")
+      ->check(CLI::IsMember({"pem", "der"}))
+      ->capture_default_str();
+  proxy_ca->add_option("--out", ca_options.out,
+                       "Write the certificate to this file (0644) instead of stdout.");
+  proxy_ca->add_flag("--fingerprint", ca_options.fingerprint,
+                     "Print the SHA-256 fingerprint (colon-separated hex) instead of the "
+                     "certificate.");
+  proxy_ca->add_flag("--install", ca_options.install,
+                     "Copy it to /usr/local/share/ca-certificates/0xgen-<fingerprint>.crt and run "
+                     "update-ca-certificates (needs root).");
+  proxy_ca->add_option("--install-nss", ca_options.install_nss,
+                       "Add it to the NSS database in this directory with certutil (a Firefox "
+                       "profile, or ~/.pki/nssdb for Chrome); needs libnss3-tools.");
+  proxy_ca->callback([&] { rc = oxg::cli::ProxyCa(ca_options, std::cout, std::cerr); });
+
   // CLI11 would only say that a subcommand is required; name the word it did not know.
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
@@ -72,14 +107,17 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (argc > 2 && std::string_view(argv[1]) == "trace" && argv[2][0] != '-') {
-    bool known = false;
-    for (const CLI::App* sub : trace->get_subcommands({}))
-      known = known || sub->check_name(argv[2]);
-    if (!known) {
-      std::cerr << "0xgenctl: unknown trace command \"" << argv[2] << "\"\n"
-                << "Run '0xgenctl trace --help' for the list of trace commands.\n";
-      return 2;
+  for (CLI::App* group : {trace, proxy}) {
+    if (argc > 2 && group->check_name(argv[1]) && argv[2][0] != '-') {
+      bool known = false;
+      for (const CLI::App* sub : group->get_subcommands({}))
+        known = known || sub->check_name(argv[2]);
+      if (!known) {
+        std::cerr << "0xgenctl: unknown " << group->get_name() << " command \"" << argv[2] << "\"\n"
+                  << "Run '0xgenctl " << group->get_name() << " --help' for the list of "
+                  << group->get_name() << " commands.\n";
+        return 2;
+      }
     }
   }
   try {

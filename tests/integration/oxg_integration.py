@@ -45,6 +45,8 @@ def parse_bin_dir(argv):
         BIN_DIR = os.environ.get("OXGEN_TEST_BIN_DIR")
     if not BIN_DIR:
         sys.exit("usage: %s --bin-dir <build>/bin [unittest args]" % argv[0])
+    # Children run in a scratch directory, so a relative --bin-dir must be resolved here.
+    BIN_DIR = os.path.abspath(BIN_DIR)
     return rest
 
 
@@ -186,6 +188,41 @@ def read_audit(path):
         for line in f:
             events.append(json.loads(line, object_pairs_hook=lambda pairs: pairs))
     return events
+
+
+def run_openssl(args, cwd=None, timeout=30.0):
+    """Runs the openssl CLI and returns its stdout (bytes); raises with its stderr on failure."""
+    res = subprocess.run(["openssl"] + list(args), cwd=cwd, stdin=subprocess.DEVNULL,
+                         capture_output=True, timeout=timeout)
+    if res.returncode != 0:
+        raise AssertionError("openssl %s failed: %s" % (" ".join(args),
+                                                         res.stderr.decode("utf-8", "replace")))
+    return res.stdout
+
+
+def make_test_pki(directory, hosts=("localhost", "127.0.0.1")):
+    """Writes a throwaway CA and a server certificate signed by it (SAN: `hosts`) with the
+    openssl CLI. Returns a dict of paths: ca_cert, ca_key, cert, key (the server's)."""
+    os.makedirs(directory, exist_ok=True)
+    p = {name: os.path.join(directory, name + ".pem")
+         for name in ("ca_cert", "ca_key", "cert", "key")}
+    run_openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", p["ca_key"], "-out", p["ca_cert"], "-days", "2",
+                 "-subj", "/CN=0xgen test upstream CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    san = ",".join(("IP:" if h.replace(".", "").isdigit() or ":" in h else "DNS:") + h
+                   for h in hosts)
+    csr = os.path.join(directory, "server.csr")
+    ext = os.path.join(directory, "server.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\nsubjectAltName=%s\n"
+                "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n" % san)
+    run_openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", p["key"], "-out", csr, "-subj", "/CN=%s" % hosts[0]])
+    run_openssl(["x509", "-req", "-in", csr, "-CA", p["ca_cert"], "-CAkey", p["ca_key"],
+                 "-CAcreateserial", "-out", p["cert"], "-days", "2", "-extfile", ext])
+    return p
 
 
 def main():
