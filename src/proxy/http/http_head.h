@@ -150,8 +150,25 @@ class ChunkedDecoder {
   std::string_view error() const { return error_; }
 
  private:
-  enum class State { kSize, kSizeExt, kSizeLf, kData, kDataCr, kDataLf, kTrailer, kTrailerLf,
-                     kDone, kError };
+  // kSize: hex digits; kSizeBws: blanks after them; kSizeExt: after ';' up to CR; kSizeLf: after
+  // that CR. kData/kDataCr/kDataLf: payload and its CRLF. After the last chunk: kTrailerStart (at
+  // a line start), kTrailer (in a field line), kTrailerLf (after its CR), kEndLf (after the CR of
+  // the final empty line).
+  enum class State {
+    kSize,
+    kSizeBws,
+    kSizeExt,
+    kSizeLf,
+    kData,
+    kDataCr,
+    kDataLf,
+    kTrailerStart,
+    kTrailer,
+    kTrailerLf,
+    kEndLf,
+    kDone,
+    kError
+  };
   // Advances over in[*pos..]; sets *data to payload bytes found (possibly empty).
   Result Step(std::string_view in, size_t* pos, std::string_view* data);
 
@@ -161,8 +178,7 @@ class ChunkedDecoder {
   uint64_t payload_bytes_ = 0;
   size_t line_bytes_ = 0;
   size_t trailer_bytes_ = 0;
-  bool size_digits_ = false;
-  bool trailer_line_empty_ = true;
+  int digits_ = 0;  // hex digits of the current chunk size (at most 16)
   std::string_view error_;
 };
 

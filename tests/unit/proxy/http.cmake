@@ -1,1 +1,2 @@
-# HTTP head parser tests (filled in by the parser work).
+# HTTP head parser and chunked decoder tests.
+oxg_test(http_head_test SRCS http_head_test.cc DEPS oxg_proxy_http)
