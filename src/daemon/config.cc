@@ -43,6 +43,10 @@ struct RawFlags {
   std::string scope_policy;
   std::string plugins_dir;
   std::string workers;
+  std::string proxy_upstream_timeout = "30";
+  std::string proxy_idle_timeout = "60";
+  bool proxy_insecure_skip_verify = false;
+  std::string proxy_upstream_ca;
   std::string trace_endpoint;
   std::string trace_protocol = "http/protobuf";
   std::string trace_headers;
@@ -134,6 +138,18 @@ class FlagTable {
          "Directory of plugin manifests the supervisor starts.", "./plugins if it exists");
     Text(raw.workers, "--workers", "N", "Proxy I/O threads.",
          Cat("number of cores (", DefaultWorkers(), ")"));
+    Text(raw.proxy_upstream_timeout, "--proxy-upstream-timeout", "SECONDS",
+         "Deadline for connecting to an upstream and for each wait on it; a silent upstream "
+         "gets the client a 504.",
+         "30");
+    Text(raw.proxy_idle_timeout, "--proxy-idle-timeout", "SECONDS",
+         "How long a client connection may sit idle between requests.", "60");
+    Bool(raw.proxy_insecure_skip_verify, "--proxy-insecure-skip-verify",
+         "Do not verify upstream TLS certificates (for test targets with self-signed "
+         "certificates).",
+         "false");
+    Text(raw.proxy_upstream_ca, "--proxy-upstream-ca", "FILE",
+         "Extra PEM trust anchors for upstream TLS, added to the system store.", "none");
     Text(raw.trace_endpoint, "--trace-endpoint", "URL",
          "OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces.", "none");
     Text(raw.trace_protocol, "--trace-protocol", "PROTOCOL", "http/protobuf or http/json.",
@@ -275,6 +291,16 @@ class Finisher {
       c.workers = workers;
     }
 
+    OXG_ASSIGN_OR_RETURN(c.proxy_upstream_timeout,
+                         Seconds("--proxy-upstream-timeout", raw_.proxy_upstream_timeout));
+    OXG_ASSIGN_OR_RETURN(c.proxy_idle_timeout,
+                         Seconds("--proxy-idle-timeout", raw_.proxy_idle_timeout));
+    c.proxy_insecure_skip_verify = raw_.proxy_insecure_skip_verify;
+    if (!raw_.proxy_upstream_ca.empty()) {
+      OXG_RETURN_IF_ERROR(CheckPath("--proxy-upstream-ca", raw_.proxy_upstream_ca, S_IFREG));
+      c.proxy_upstream_ca = raw_.proxy_upstream_ca;
+    }
+
     if (!raw_.trace_endpoint.empty()) {
       OXG_RETURN_IF_ERROR(CheckUrl("--trace-endpoint", raw_.trace_endpoint));
     }
@@ -384,6 +410,18 @@ class Finisher {
     auto [ptr, ec] = std::from_chars(text.data(), end, v);
     if (text.empty() || ec != std::errc() || ptr != end || !std::isfinite(v) || v < 0 || v > 1) {
       return Error(flag, Cat("\"", text, "\" is not a number in [0,1]"));
+    }
+    return v;
+  }
+
+  // A duration in seconds (fractions allowed), more than 0 and at most a day.
+  absl::StatusOr<double> Seconds(std::string_view flag, const std::string& text) const {
+    double v = 0;
+    const char* end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(text.data(), end, v);
+    if (text.empty() || ec != std::errc() || ptr != end || !std::isfinite(v) || v <= 0 ||
+        v > 86400) {
+      return Error(flag, Cat("\"", text, "\" is not a number of seconds in (0,86400]"));
     }
     return v;
   }
@@ -545,6 +583,10 @@ std::vector<std::pair<std::string, std::string>> Config::Describe() const {
       {"scope-policy", scope_policy},
       {"plugins-dir", plugins_dir},
       {"workers", Cat(workers)},
+      {"proxy-upstream-timeout", Cat(proxy_upstream_timeout)},
+      {"proxy-idle-timeout", Cat(proxy_idle_timeout)},
+      {"proxy-insecure-skip-verify", bool_text(proxy_insecure_skip_verify)},
+      {"proxy-upstream-ca", proxy_upstream_ca},
       {"trace-endpoint", trace_endpoint},
       {"trace-protocol", trace_protocol},
       {"trace-header-names", header_names},

@@ -38,6 +38,11 @@ struct Config {
   std::string scope_policy;   // empty: none
   std::string plugins_dir;    // empty: none
   int workers = 1;
+  // Additions to contract §2 (documented in docs/operations.md).
+  double proxy_upstream_timeout = 30;  // seconds
+  double proxy_idle_timeout = 60;      // seconds
+  bool proxy_insecure_skip_verify = false;
+  std::string proxy_upstream_ca;       // empty: system store only
 
   std::string trace_endpoint;  // empty: no OTLP export
   std::string trace_protocol = "http/protobuf";

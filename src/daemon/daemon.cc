@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <chrono>
 #include <memory>
+#include <optional>
 
 #include "common/build_info.h"
 #include "common/clock.h"
@@ -18,7 +20,11 @@
 #include "common/redact.h"
 #include "common/strings.h"
 #include "daemon/tracing_setup.h"
+#include "proxy/flow/flow_pipeline.h"
+#include "proxy/proxy_server.h"
+#include "proxy/scope.h"
 #include "proxy/tls/ca.h"
+#include "proxy/tls/leaf_cache.h"
 #include "telemetry/audit/audit.h"
 #include "telemetry/metrics/metrics.h"
 #include "telemetry/metrics/metrics_server.h"
@@ -265,13 +271,26 @@ int Run(const Config& config) {
 
   // Contract §2: the interception CA is generated on first start and checked on every later
   // one, so a broken pair stops the daemon now rather than at the first HTTPS connection.
+  std::optional<proxy::tls::CertificateAuthority> ca;
+  std::optional<proxy::ScopePolicy> scope;
   if (config.proxy_addr.has_value()) {
-    auto ca = proxy::tls::LoadOrCreateCa(config.proxy_ca_cert, config.proxy_ca_key, Clock::Real());
-    if (!ca.ok()) {
-      log::Error(kComponent, Cat("--proxy-ca-cert/--proxy-ca-key: ", ca.status().message()));
+    auto loaded_ca =
+        proxy::tls::LoadOrCreateCa(config.proxy_ca_cert, config.proxy_ca_key, Clock::Real());
+    if (!loaded_ca.ok()) {
+      log::Error(kComponent,
+                 Cat("--proxy-ca-cert/--proxy-ca-key: ", loaded_ca.status().message()));
       return 2;
     }
+    ca.emplace(*std::move(loaded_ca));
     log::Info(kComponent, Cat("interception CA: ", config.proxy_ca_cert));
+    if (!config.scope_policy.empty()) {
+      auto policy = proxy::LoadScopePolicy(config.scope_policy);
+      if (!policy.ok()) {
+        log::Error(kComponent, Cat("--scope-policy: ", policy.status().message()));
+        return 2;
+      }
+      scope.emplace(*std::move(policy));
+    }
   }
 
   auto tracing = SetUpTracing(config, registry);
@@ -301,13 +320,70 @@ int Run(const Config& config) {
     log::Info(kComponent, "metrics endpoint disabled (--metrics-addr is empty)");
   }
 
+  // The capture proxy and its pipeline (history, flow log, later the plugin bus).
+  metrics::Counter& certs_minted =
+      registry
+          .AddCounter("oxg_proxy_certs_minted_total",
+                      "Interception leaf certificates created by the capture proxy.")
+          .WithLabels({});
+  std::unique_ptr<proxy::tls::LeafCertificateMinter> minter;
+  std::unique_ptr<proxy::FlowPipeline> pipeline;
+  std::unique_ptr<proxy::ProxyServer> proxy_server;
+  if (config.proxy_addr.has_value()) {
+    minter = std::make_unique<proxy::tls::LeafCertificateMinter>(
+        *ca, Clock::Real(), proxy::tls::LeafCertificateMinter::Options{.minted = &certs_minted});
+    proxy::FlowPipelineOptions flow_options;
+    flow_options.history_path = config.proxy_history;
+    flow_options.flow_log_path = config.proxy_flow_log;
+    flow_options.flow_log_raw = config.flow_log_raw;
+    flow_options.flow.max_body_kb = config.max_body_kb;
+    auto started = proxy::FlowPipeline::Start(std::move(flow_options), registry,
+                                              *tracing->tracer, Clock::Real());
+    if (!started.ok()) {
+      log::Error(kComponent, Cat("--proxy-history/--proxy-flow-log: ", started.status().message()));
+      return 2;
+    }
+    pipeline = *std::move(started);
+
+    proxy::ProxyOptions options;
+    options.listen = *config.proxy_addr;
+    options.workers = config.workers;
+    options.flow_sample_rate = config.flow_sample_rate;
+    options.max_body_kb = config.max_body_kb;
+    options.scope = scope;
+    options.upstream_timeout = std::chrono::milliseconds(
+        static_cast<int64_t>(config.proxy_upstream_timeout * 1000));
+    options.client_idle_timeout =
+        std::chrono::milliseconds(static_cast<int64_t>(config.proxy_idle_timeout * 1000));
+    options.upstream_insecure_skip_verify = config.proxy_insecure_skip_verify;
+    options.upstream_ca_file = config.proxy_upstream_ca;
+    proxy::ProxyDeps deps{.registry = &registry,
+                          .tracer = tracing->tracer.get(),
+                          .audit = &audit,
+                          .minter = minter.get(),
+                          .pipeline = pipeline.get(),
+                          .clock = &Clock::Real()};
+    auto proxy_started = proxy::ProxyServer::Start(std::move(options), deps);
+    if (!proxy_started.ok()) {
+      log::Error(kComponent, Cat("--proxy-addr: ", proxy_started.status().message()));
+      return 2;
+    }
+    proxy_server = *std::move(proxy_started);
+    HostPort bound = *config.proxy_addr;
+    bound.port = proxy_server->port();
+    log::Info(kComponent, Cat("proxy listening on ", bound.ToString(), " (", config.workers,
+                              config.workers == 1 ? " worker)" : " workers)"));
+  } else {
+    log::Info(kComponent, "capture proxy disabled (--proxy-addr is empty)");
+  }
+
   auto described = config.Describe();
   // Not "token-source": a key naming a token is redacted whole, value included.
   described.emplace_back("plugin-key-source", token_source);
   Audit(audit, audit::EventType::kConfigLoaded, "configuration loaded", std::move(described));
   Audit(audit, audit::EventType::kProxyLifecycle, "daemon started",
         {{"version", kVersion}, {"revision", kRevision}, {"pid", Cat(::getpid())}});
-  log::Debug(kComponent, "capture proxy, plugin bus and netgate are not part of this build yet");
+  log::Debug(kComponent, "plugin bus and netgate are not part of this build yet");
   log::Info(kComponent, "running; stop with SIGINT or SIGTERM");
 
   int exit_code = 0;
@@ -324,6 +400,9 @@ int Run(const Config& config) {
     log::Info(kComponent, Cat("received ", SignalName(sig), ", shutting down"));
   }
 
+  // The proxy first (no new exchanges), then the pipeline writes what is queued.
+  if (proxy_server != nullptr) proxy_server->Stop();
+  if (pipeline != nullptr) pipeline->Stop();
   if (metrics_server != nullptr) metrics_server->Stop();
   Audit(audit, audit::EventType::kProxyLifecycle, "daemon stopped",
         {{"signal", std::string(exit_code == 0 ? SignalName(sig) : "none")}});
