@@ -34,6 +34,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -107,6 +108,12 @@ FlowPayloads BuildFlowPayloads(const HttpMessage& message, const FlowOptions& op
 // and NUL become spaces. `stats` may be null (nothing is counted).
 std::string SanitizeHeaderValue(std::string_view name, std::string_view value,
                                 const Redactor& redactor, FlowStats* stats);
+
+// The same for every field of one head at once, in one pass of the patterns over the head as
+// the payload builder does it: (*out)[i] is the sanitized value of headers[i]. The strings of
+// *out keep their capacity between calls.
+void SanitizeHeaderValues(std::span<const HeaderField> headers, const Redactor& redactor,
+                          FlowStats* stats, std::vector<std::string>* out);
 
 enum class FlowType { kRequest, kResponse };
 
