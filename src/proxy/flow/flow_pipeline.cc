@@ -321,7 +321,10 @@ class FlowPipeline::Impl {
       parsed = http::ParseResponseHead(e.response->head, e.method, limits, &response_, &error) ==
                http::ParseStatus::kComplete;
     }
-    if (!parsed) {
+    if (parsed) {
+      ToFields(request_.headers, &request_fields_);
+      if (has_response) ToFields(response_.headers, &response_fields_);
+    } else {
       if (!parse_failure_logged_) {
         parse_failure_logged_ = true;
         log::Warn(kComponent,
@@ -348,32 +351,39 @@ class FlowPipeline::Impl {
     if (has_response) PublishPhase(e, FlowType::kResponse, trace_id);
   }
 
-  void AppendHeaders(JsonWriter& w, const std::vector<http::Header>& headers) {
+  static void ToFields(const std::vector<http::Header>& headers, std::vector<HeaderField>* out) {
+    out->clear();
+    for (const http::Header& h : headers) out->push_back({h.name, h.value});
+  }
+
+  // The head's fields as a JSON object of sanitized values; a repeated name (compared without
+  // case) becomes an array under its first spelling.
+  void AppendHeaders(JsonWriter& w, const std::vector<HeaderField>& fields) {
+    SanitizeHeaderValues(fields, Redactor::Default(), nullptr, &values_);
     w.BeginObject();
-    done_.assign(headers.size(), 0);
-    for (size_t i = 0; i < headers.size(); ++i) {
+    done_.assign(fields.size(), 0);
+    for (size_t i = 0; i < fields.size(); ++i) {
       if (done_[i] != 0) continue;
-      const std::string_view name = headers[i].name;
+      const std::string_view name = fields[i].name;
       size_t repeats = 0;
-      for (size_t j = i + 1; j < headers.size(); ++j) {
-        if (done_[j] == 0 && http::EqualsIgnoreCase(headers[j].name, name)) {
+      for (size_t j = i + 1; j < fields.size(); ++j) {
+        if (done_[j] == 0 && http::EqualsIgnoreCase(fields[j].name, name)) {
           done_[j] = 1;
           ++repeats;
         }
       }
       w.Key(name);
       if (repeats == 0) {
-        w.String(SanitizeHeaderValue(name, headers[i].value, Redactor::Default(), nullptr));
+        w.String(values_[i]);
         continue;
       }
       w.BeginArray();
-      w.String(SanitizeHeaderValue(name, headers[i].value, Redactor::Default(), nullptr));
-      for (size_t j = i + 1; j < headers.size() && repeats > 0; ++j) {
-        if (done_[j] == 1 && http::EqualsIgnoreCase(headers[j].name, name)) {
+      w.String(values_[i]);
+      for (size_t j = i + 1; j < fields.size() && repeats > 0; ++j) {
+        if (done_[j] == 1) {
           done_[j] = 2;
           --repeats;
-          w.String(
-              SanitizeHeaderValue(headers[j].name, headers[j].value, Redactor::Default(), nullptr));
+          w.String(values_[j]);
         }
       }
       w.EndArray();
@@ -401,13 +411,13 @@ class FlowPipeline::Impl {
     w.Key("response_bytes").Uint(e.response.has_value() ? e.response->wire_bytes : 0);
     w.Key("request_headers");
     if (parsed) {
-      AppendHeaders(w, request_.headers);
+      AppendHeaders(w, request_fields_);
     } else {
       w.BeginObject().EndObject();
     }
     w.Key("response_headers");
     if (has_response) {
-      AppendHeaders(w, response_.headers);
+      AppendHeaders(w, response_fields_);
     } else {
       w.BeginObject().EndObject();
     }
@@ -421,27 +431,22 @@ class FlowPipeline::Impl {
     const bool is_request = type == FlowType::kRequest;
     const CapturedMessage& captured = is_request ? e.request : *e.response;
     HttpMessage message;
-    message.headers.swap(fields_);  // reuse the vector's capacity
-    message.headers.clear();
+    message.headers.swap(is_request ? request_fields_ : response_fields_);  // lent for the call
     if (is_request) {
       message.kind = HttpMessage::Kind::kRequest;
       message.method = request_.method;
       message.target = request_.target;
       message.version = request_.version;
-      for (const http::Header& h : request_.headers) message.headers.push_back({h.name, h.value});
     } else {
       message.kind = HttpMessage::Kind::kResponse;
       message.status = response_.status;
       message.reason = response_.reason;
       message.version = response_.version;
-      for (const http::Header& h : response_.headers) {
-        message.headers.push_back({h.name, h.value});
-      }
     }
     message.body = captured.body;
     message.original_body_length = captured.body_length;
     const FlowPayloads payloads = BuildFlowPayloads(message, options_.flow, &flow_stats_);
-    fields_.swap(message.headers);
+    message.headers.swap(is_request ? request_fields_ : response_fields_);
 
     const uint64_t sequence = ++sequence_;
     if (flows_.enabled()) {
@@ -555,8 +560,10 @@ class FlowPipeline::Impl {
   uint64_t sequence_ = 0;
   http::RequestHead request_;
   http::ResponseHead response_;
-  std::vector<HeaderField> fields_;
-  std::vector<uint8_t> done_;  // per header of a head: 0 not yet listed, 1 pending, 2 written
+  std::vector<HeaderField> request_fields_;
+  std::vector<HeaderField> response_fields_;
+  std::vector<std::string> values_;  // sanitized header values of the head being written
+  std::vector<uint8_t> done_;        // per header of a head: 0 not yet listed, 1 pending, 2 written
   bool parse_failure_logged_ = false;
   std::optional<Clock::MonoTime> last_report_;
   uint64_t unreported_lost_ = 0;
