@@ -1,0 +1,945 @@
+"""The capture proxy of 0xgend as a running process, driven by real clients (curl, Python's
+http.client and raw sockets) against the test origins of proxy_upstreams.py.
+
+Every test starts its own daemon and origins on ports the OS picks. Nothing sleeps and hopes:
+files written by the capture thread and metrics are polled with a deadline, and where a test
+asserts that something was NOT captured it stops the daemon first (shutdown writes everything
+queued), so the files are final when they are read.
+"""
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import oxg_integration as it
+import proxy_upstreams as pu
+
+WAIT = 15.0            # bound for files and metrics to catch up
+SHUTDOWN_TIMEOUT = 10.0
+GIB = 1 << 30
+HISTORY_KEYS = ["timestamp", "flow_id", "client_address", "scheme", "method", "url", "status",
+                "duration_ms", "request_bytes", "response_bytes", "request_headers",
+                "response_headers", "trace_id"]
+FLOW_KEYS = ["id", "sequence", "type", "timestamp_unix_nano", "sanitized_base64",
+             "raw_body_bytes", "raw_body_truncated", "trace_id"]
+
+
+# ---- small parsers ---------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Text exposition -> list of (name, {label: value}, float)."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = {k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+                  for k, v in _LABEL.findall(m.group(2) or "")}
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def parse_http_message(data):
+    """HTTP/1.1 wire text -> (start line, [(name, value)], body)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, "no end of head in %r" % data[:200]
+    lines = head.decode("latin-1").split("\r\n")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        assert colon, "bad header line %r" % line
+        headers.append((name, value.strip()))
+    return lines[0], headers, body
+
+
+def header(headers, name):
+    values = [v for k, v in headers if k.lower() == name.lower()]
+    return values[0] if values else None
+
+
+def read_http_response(sock, timeout=10.0):
+    """Reads from a raw socket until the peer closes (bounded). Returns (status or None, bytes,
+    closed): closed is False when the deadline passed with the connection still open."""
+    sock.settimeout(0.5)
+    data = b""
+    deadline = time.monotonic() + timeout
+    closed = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    return (int(m.group(1)) if m else None), data, closed
+
+
+def read_head(sock, timeout=10.0):
+    """Reads one response head byte by byte (nothing after it is consumed)."""
+    sock.settimeout(timeout)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        c = sock.recv(1)
+        if not c:
+            raise ConnectionError("closed after %r" % head)
+        head += c
+    return head
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---- the fixture -----------------------------------------------------------------------------
+
+class Daemon:
+    def __init__(self, case, proc, metrics_port, proxy_port, data_dir):
+        self.case = case
+        self.proc = proc
+        self.metrics_port = metrics_port
+        self.port = proxy_port
+        self.data = data_dir
+        self.proxy_url = "http://127.0.0.1:%d" % proxy_port
+        self.ca = os.path.join(data_dir, "ca.pem")
+        self.history_path = os.path.join(data_dir, "proxy_history.jsonl")
+        self.flows_path = os.path.join(data_dir, "proxy_flows.jsonl")
+        self.audit_path = os.path.join(data_dir, "audit.jsonl")
+
+    # -- metrics --
+
+    def metrics_text(self):
+        status, body, _ = it.http_get("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        assert status == 200, status
+        return body
+
+    def metric(self, name, **labels):
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for n, lab, v in parse_metrics(self.metrics_text()):
+            if n == name and all(lab.get(k) == val for k, val in labels.items()):
+                total += v
+        return total
+
+    def wait_metric(self, name, expected, timeout=WAIT, **labels):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.metric(name, **labels)
+            if value == expected:
+                return value
+            if time.monotonic() >= deadline:
+                raise AssertionError("%s%r is %r, expected %r within %.0fs"
+                                     % (name, labels, value, expected, timeout))
+            time.sleep(0.05)
+
+    # -- capture files --
+
+    @staticmethod
+    def _lines(path):
+        """The complete lines of a JSONL file, parsed (dicts keep the file's key order)."""
+        if not os.path.exists(path):
+            return []
+        with open(path, "rb") as f:
+            data = f.read()
+        # Only complete lines: the writer may be in the middle of one.
+        return [json.loads(l) for l in data.split(b"\n")[:-1] if l]
+
+    def history(self):
+        return self._lines(self.history_path)
+
+    def flows(self):
+        return self._lines(self.flows_path)
+
+    def wait_history(self, n, timeout=WAIT):
+        pu.wait_until(lambda: len(self.history()) >= n, timeout,
+                      what="%d history lines in %s" % (n, self.history_path))
+        return self.history()
+
+    def wait_flows(self, n, timeout=WAIT):
+        pu.wait_until(lambda: len(self.flows()) >= n, timeout,
+                      what="%d flow lines in %s" % (n, self.flows_path))
+        return self.flows()
+
+    # -- clients --
+
+    def conn(self, timeout=20.0):
+        """A plain connection to the proxy: requests use absolute-form URLs."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        self.case.addCleanup(c.close)
+        return c
+
+    def tunnel(self, host, port, timeout=20.0):
+        """An HTTPS connection through CONNECT, trusting the daemon's CA only."""
+        ctx = ssl.create_default_context(cafile=self.ca)
+        c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=ctx)
+        c.set_tunnel(host, port)
+        self.case.addCleanup(c.close)
+        return c
+
+    def raw(self, timeout=10.0):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        self.case.addCleanup(s.close)
+        return s
+
+    def curl(self, url, *args, timeout=30.0, data=None):
+        """Runs curl through the proxy; returns (http code, body bytes, stderr text)."""
+        out = os.path.join(self.case.tmp, "curl.out")
+        argv = ["curl", "-sS", "--proxy", self.proxy_url, "--max-time", str(int(timeout)),
+                "-o", out, "-w", "%{http_code}"] + list(args) + [url]
+        res = subprocess.run(argv, input=data, capture_output=True, timeout=timeout + 10,
+                             env=curl_env(), cwd=self.case.tmp)
+        body = b""
+        if os.path.exists(out):
+            with open(out, "rb") as f:
+                body = f.read()
+            os.unlink(out)
+        code = res.stdout.decode().strip()
+        return (int(code) if code.isdigit() else 0), body, res.stderr.decode("utf-8", "replace")
+
+    # -- lifecycle --
+
+    def stop(self, timeout=SHUTDOWN_TIMEOUT):
+        it.send_signal(self.proc, it.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def curl_env():
+    # Proxy variables of the runner's environment would change curl's routing.
+    return {k: v for k, v in it.clean_env().items() if "proxy" not in k.lower()}
+
+
+class ProxyCase(it.IntegrationCase):
+    def start_proxy(self, extra=(), data_dir=None, workers=2):
+        args = ["--proxy-addr", "127.0.0.1:0", "--addr", "127.0.0.1:0",
+                "--workers", str(workers)] + list(extra)
+        data_dir = data_dir or os.path.join(self.tmp, "data")
+        proc, metrics_port = self.start_daemon(args, data_dir=data_dir)
+        m = proc.wait_for_stderr(r"proxy listening on 127\.0\.0\.1:(\d+)")
+        return Daemon(self, proc, metrics_port, int(m.group(1)), data_dir)
+
+    def upstream(self, tls=False):
+        if tls:
+            u = pu.Upstream(tls=self.pki())
+        else:
+            u = pu.Upstream()
+        self.addCleanup(u.stop)
+        return u
+
+    def pki(self):
+        if not hasattr(self, "_pki"):
+            self._pki = it.make_test_pki(os.path.join(self.tmp, "upstream-pki"))
+        return self._pki
+
+    def upstream_ca_flag(self):
+        return ["--proxy-upstream-ca", self.pki()["ca_cert"]]
+
+    def get(self, conn, url, headers=None):
+        conn.request("GET", url, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read(), r
+
+    def assert_active_connections_drop_to_zero(self, d):
+        d.wait_metric("oxg_proxy_active_connections", 0)
+
+
+# ---- forwarding ------------------------------------------------------------------------------
+
+class ForwardingTest(ProxyCase):
+    def test_plain_get_through_curl(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        code, body, err = d.curl(up.url("/hello"))
+        self.assertEqual(code, 200, err)
+        self.assertEqual(body, b"hello from upstream\n")
+        self.assertEqual([r["path"] for r in up.recorded()], ["/hello"])
+        h = d.wait_history(1)[0]
+        self.assertEqual((h["method"], h["url"], h["status"], h["scheme"]),
+                         ("GET", up.url("/hello"), 200, "http"))
+        d.wait_metric("oxg_proxy_requests_total", 1, method="GET", code="200")
+
+    def test_intercepted_https_get_through_curl(self):
+        up = self.upstream(tls=True)
+        d = self.start_proxy(self.upstream_ca_flag())
+        url = up.url("/hello", host="localhost")
+        code, body, err = d.curl(url, "--cacert", d.ca)
+        self.assertEqual(code, 200, err)
+        self.assertEqual(body, b"hello from upstream\n")
+        # Without the daemon's CA, curl refuses the minted certificate.
+        code, _, err = d.curl(url)
+        self.assertEqual(code, 0)
+        self.assertIn("certificate", err)
+
+        # The leaf is for the host asked for and signed by the daemon's CA.
+        c = d.tunnel("localhost", up.port)
+        status, _, _ = self.get(c, "/hello")
+        self.assertEqual(status, 200)
+        cert = c.sock.getpeercert()
+        self.assertIn(("DNS", "localhost"), cert["subjectAltName"])
+        issuer = dict(x[0] for x in cert["issuer"])
+        ca_subject = it.run_openssl(["x509", "-in", d.ca, "-noout", "-subject",
+                                     "-nameopt", "multiline"]).decode()
+        self.assertIn(issuer["commonName"], ca_subject)
+        self.assertTrue(issuer["commonName"].startswith("0xgen interception CA"), issuer)
+        subject = dict(x[0] for x in cert["subject"])
+        self.assertEqual(subject.get("commonName"), "localhost")
+        self.assertGreaterEqual(d.metric("oxg_proxy_certs_minted_total"), 1)
+
+        hist = d.wait_history(2)
+        self.assertEqual([(h["scheme"], h["url"], h["status"]) for h in hist],
+                         [("https", url, 200)] * 2)
+
+    def test_keep_alive_reuse_on_both_sides(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        c = d.conn()
+        ports = set()
+        for i in range(5):
+            status, body, r = self.get(c, up.url("/hello?i=%d" % i))
+            self.assertEqual((status, body), (200, b"hello from upstream\n"))
+            ports.add(c.sock.getsockname()[1])
+        self.assertEqual(len(ports), 1, "the client connection was not kept")
+        self.assertEqual(up.accepted, 1, "the upstream connection was not reused")
+        self.assertEqual(len({r["connection"] for r in up.recorded()}), 1)
+        hist = d.wait_history(5)
+        self.assertEqual({h["client_address"] for h in hist}, {"127.0.0.1:%d" % ports.pop()})
+
+    def test_keep_alive_reuse_inside_tls_tunnel(self):
+        up = self.upstream(tls=True)
+        d = self.start_proxy(self.upstream_ca_flag())
+        c = d.tunnel("localhost", up.port)
+        for i in range(4):
+            status, body, _ = self.get(c, "/hello?i=%d" % i)
+            self.assertEqual((status, body), (200, b"hello from upstream\n"))
+        self.assertEqual(up.accepted, 1)
+        self.assertEqual(d.metric("oxg_proxy_certs_minted_total"), 1)
+
+    def test_chunked_upload_and_download(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        c = d.conn()
+        pieces = [os.urandom(n) for n in (1, 100, 70000, 3, 1 << 20, 12345)]
+        expected = hashlib.sha256(b"".join(pieces)).hexdigest()
+        c.request("POST", up.url("/upload"), body=iter(pieces), encode_chunked=True,
+                  headers={"Content-Type": "application/octet-stream"})
+        r = c.getresponse()
+        info = json.loads(r.read())
+        self.assertEqual(r.status, 200)
+        self.assertEqual((info["length"], info["sha256"]),
+                         (sum(map(len, pieces)), expected))
+        self.assertTrue(info["chunked"], "the chunked framing was not passed through")
+
+        total = 5 * 1000 * 1000 + 17
+        status, body, r = self.get(c, up.url("/chunked?bytes=%d&seed=dl" % total))
+        self.assertEqual(status, 200)
+        self.assertEqual(r.getheader("Transfer-Encoding"), "chunked")
+        self.assertEqual(len(body), total)
+        self.assertEqual(hashlib.sha256(body).hexdigest(), pu.generated_sha256(total, "dl"))
+        # The same connection still works after both.
+        self.assertEqual(self.get(c, up.url("/hello"))[0], 200)
+        self.assertEqual(up.accepted, 1)
+
+        hist = d.wait_history(3)
+        flows = d.wait_flows(6)
+        self.assertGreater(hist[0]["request_bytes"], sum(map(len, pieces)))
+        self.assertGreater(hist[1]["response_bytes"], total)
+        # The captured request body is de-chunked and cut at the default 128 KiB.
+        _, headers, body = parse_http_message(base64.b64decode(flows[0]["sanitized_base64"]))
+        self.assertEqual(int(header(headers, "Content-Length")), len(body))
+        self.assertEqual(len(body), 128 * 1024)
+        self.assertIsNone(header(headers, "Transfer-Encoding"))
+        self.assertEqual(flows[0]["raw_body_bytes"], sum(map(len, pieces)))
+        self.assertTrue(flows[0]["raw_body_truncated"])
+
+    def test_one_gib_download_streams_in_bounded_memory(self):
+        up = self.upstream()
+        d = self.start_proxy()  # default --max-body-kb: capture keeps 128 KiB
+        pid = d.proc.popen.pid
+        c = d.conn(timeout=60)
+        self.assertEqual(self.get(c, up.url("/hello"))[0], 200)  # warm the worker up
+        baseline = vm_rss_kib(pid)
+
+        expected = {}
+        hasher = threading.Thread(
+            target=lambda: expected.setdefault("sha", pu.generated_sha256(GIB, "big")))
+        hasher.start()
+        peak = [baseline]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                try:
+                    peak[0] = max(peak[0], vm_rss_kib(pid))
+                except OSError:
+                    return
+                done.wait(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            c.request("GET", up.url("/stream?bytes=%d&seed=big" % GIB))
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(int(r.getheader("Content-Length")), GIB)
+            h = hashlib.sha256()
+            got = 0
+            while True:
+                chunk = r.read(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+                h.update(chunk)
+        finally:
+            done.set()
+            sampler.join(5)
+            hasher.join(120)
+        self.assertEqual(got, GIB)
+        self.assertEqual(h.hexdigest(), expected["sha"])
+        growth_mib = (peak[0] - baseline) / 1024.0
+        self.assertLess(growth_mib, 64, "RSS grew from %d KiB to %d KiB" % (baseline, peak[0]))
+
+        hist = d.wait_history(2)
+        self.assertGreaterEqual(hist[1]["response_bytes"], GIB)
+        flows = d.wait_flows(4)
+        resp = flows[3]
+        self.assertEqual(resp["type"], "FLOW_RESPONSE")
+        self.assertEqual(resp["raw_body_bytes"], GIB)
+        self.assertTrue(resp["raw_body_truncated"])
+        _, headers, body = parse_http_message(base64.b64decode(resp["sanitized_base64"]))
+        self.assertEqual(len(body), 128 * 1024)
+        self.assertEqual(int(header(headers, "Content-Length")), len(body))
+        self.assertEqual(header(headers, "X-0xgen-Raw-Body-Truncated"), str(GIB))
+
+    def test_head_304_204_have_no_body_and_keep_alive_survives(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        c = d.conn()
+        c.request("HEAD", up.url("/stream?bytes=1000"))
+        r = c.getresponse()
+        self.assertEqual((r.status, r.getheader("Content-Length"), r.read()), (200, "1000", b""))
+        status, body, _ = self.get(c, up.url("/status/204"))
+        self.assertEqual((status, body), (204, b""))
+        status, body, _ = self.get(c, up.url("/etag"), headers={"If-None-Match": '"v1"'})
+        self.assertEqual((status, body), (304, b""))
+        c.request("HEAD", up.url("/chunked?bytes=5000"))
+        r = c.getresponse()
+        self.assertEqual((r.status, r.read()), (200, b""))
+        # Had the proxy sent a body after any of these, this answer would be garbled.
+        status, body, _ = self.get(c, up.url("/hello"))
+        self.assertEqual((status, body), (200, b"hello from upstream\n"))
+        self.assertEqual(up.accepted, 1)
+        hist = d.wait_history(5)
+        self.assertEqual([h["status"] for h in hist], [200, 204, 304, 200, 200])
+        self.assertEqual([h["method"] for h in hist], ["HEAD", "GET", "GET", "HEAD", "GET"])
+
+    def test_expect_100_continue_upload_through_curl(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        data = os.urandom(3 << 20)
+        code, body, err = d.curl(up.url("/upload"), "-v", "-H", "Expect: 100-continue",
+                                 "--expect100-timeout", "8", "--data-binary", "@-", data=data)
+        self.assertEqual(code, 200, err)
+        info = json.loads(body)
+        self.assertEqual((info["length"], info["sha256"]),
+                         (len(data), hashlib.sha256(data).hexdigest()))
+        self.assertRegex(err, r"< HTTP/1\.1 100 Continue")
+
+    def test_1xx_informational_response_is_relayed(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        code, body, err = d.curl(up.url("/early-hints"), "-v")
+        self.assertEqual(code, 200, err)
+        self.assertEqual(body, b"after hints\n")
+        self.assertRegex(err, r"< HTTP/1\.1 103")
+        h = d.wait_history(1)[0]
+        self.assertEqual(h["status"], 200)
+
+    def test_connect_without_tls_is_relayed_blindly(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
+                  % (up.port, up.port))
+        self.assertRegex(read_head(s), rb"^HTTP/1\.[01] 200")
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        status, data, closed = read_http_response(s)
+        self.assertEqual(status, 200, data)
+        self.assertTrue(data.endswith(b"hello from upstream\n"), data)
+        self.assertTrue(closed)
+
+
+# ---- WebSocket -------------------------------------------------------------------------------
+
+class WebSocketTest(ProxyCase):
+    def exchange(self, ws):
+        self.assertEqual(ws.status, 101, ws.status_line)
+        self.assertTrue(ws.accept_ok, ws.headers)
+        ws.send("hello websocket")
+        self.assertEqual(ws.recv(), (0x1, b"hello websocket"))
+        big = os.urandom(200000)
+        ws.send(big)
+        self.assertEqual(ws.recv(), (0x2, big))
+        self.assertEqual(ws.close(), (0x8, b"\x03\xe8"))
+
+    def test_websocket_echo_through_plain_proxy(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        ws = pu.WebSocketClient(d.raw(), up.url("/ws"), "127.0.0.1:%d" % up.port)
+        self.exchange(ws)
+        h = d.wait_history(1)[0]
+        self.assertEqual((h["method"], h["url"], h["status"], h["scheme"]),
+                         ("GET", up.url("/ws"), 101, "http"))
+        self.assert_active_connections_drop_to_zero(d)
+
+    def test_websocket_echo_through_intercepted_tls(self):
+        up = self.upstream(tls=True)
+        d = self.start_proxy(self.upstream_ca_flag())
+        s = d.raw()
+        s.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n\r\n"
+                  % (up.port, up.port))
+        self.assertRegex(read_head(s), rb"^HTTP/1\.[01] 200")
+        ctx = ssl.create_default_context(cafile=d.ca)
+        tls = ctx.wrap_socket(s, server_hostname="localhost")
+        ws = pu.WebSocketClient(tls, "/ws", "localhost:%d" % up.port)
+        self.exchange(ws)
+        h = d.wait_history(1)[0]
+        self.assertEqual((h["url"], h["status"], h["scheme"]),
+                         (up.url("/ws", host="localhost"), 101, "https"))
+        self.assert_active_connections_drop_to_zero(d)
+
+
+# ---- upstream failures -----------------------------------------------------------------------
+
+class UpstreamFailureTest(ProxyCase):
+    def test_refused_upstream_is_502(self):
+        d = self.start_proxy()
+        url = "http://127.0.0.1:%d/nothing" % pu.closed_port()
+        code, body, err = d.curl(url)
+        self.assertEqual(code, 502, err)
+        self.assertTrue(body, "a 502 should say why")
+        d.wait_metric("oxg_proxy_upstream_errors_total", 1, reason="connect")
+        d.wait_metric("oxg_proxy_requests_total", 1, method="GET", code="502")
+        h = d.wait_history(1)[0]
+        self.assertEqual((h["url"], h["status"]), (url, 502))
+
+    def test_silent_upstream_is_504_after_the_timeout(self):
+        silent = pu.SilentUpstream()
+        self.addCleanup(silent.stop)
+        d = self.start_proxy(["--proxy-upstream-timeout", "1"])
+        c = d.conn(timeout=30)
+        start = time.monotonic()
+        status, _, _ = self.get(c, silent.url("/wait"))
+        elapsed = time.monotonic() - start
+        self.assertEqual(status, 504)
+        self.assertLess(elapsed, 10)
+        self.assertGreater(elapsed, 0.5, "answered before the upstream timeout could pass")
+        self.assertEqual(silent.accepted, 1)
+        d.wait_metric("oxg_proxy_upstream_errors_total", 1, reason="timeout")
+        self.assertEqual(d.wait_history(1)[0]["status"], 504)
+
+    def test_untrusted_upstream_certificate_is_502_unless_verification_is_skipped(self):
+        up = self.upstream(tls=True)
+        url = up.url("/hello", host="localhost")
+        d = self.start_proxy()  # no --proxy-upstream-ca: the origin's CA is unknown
+        code, _, err = d.curl(url, "--cacert", d.ca)
+        self.assertEqual(code, 502, err)
+        d.wait_metric("oxg_proxy_upstream_errors_total", 1, reason="tls")
+        self.assertEqual(up.recorded(), [])
+        self.assertEqual(d.stop(), 0)
+
+        d2 = self.start_proxy(["--proxy-insecure-skip-verify"],
+                              data_dir=os.path.join(self.tmp, "data2"))
+        code, body, err = d2.curl(url, "--cacert", d2.ca)
+        self.assertEqual((code, body), (200, b"hello from upstream\n"), err)
+        self.assertEqual(d2.metric("oxg_proxy_upstream_errors_total", reason="tls"), 0)
+
+    def test_trusted_upstream_ca_flag(self):
+        up = self.upstream(tls=True)
+        d = self.start_proxy(self.upstream_ca_flag())
+        code, body, err = d.curl(up.url("/hello", host="localhost"), "--cacert", d.ca)
+        self.assertEqual((code, body), (200, b"hello from upstream\n"), err)
+
+
+# ---- hostile and broken clients --------------------------------------------------------------
+
+class BadClientTest(ProxyCase):
+    def test_malformed_requests_are_refused_and_closed(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        target = up.url("/hello").encode()
+        host = b"Host: 127.0.0.1:%d\r\n" % up.port
+        cases = [
+            ("bad method characters", b"GE(T " + target + b" HTTP/1.1\r\n" + host + b"\r\n", 400),
+            ("missing version", b"GET " + target + b"\r\n" + host + b"\r\n", 400),
+            ("unknown version", b"GET " + target + b" HTTP/9.9\r\n" + host + b"\r\n", 505),
+            ("space before colon", b"GET " + target + b" HTTP/1.1\r\n" + host +
+             b"X-Test : 1\r\n\r\n", 400),
+            ("obs-fold", b"GET " + target + b" HTTP/1.1\r\n" + host +
+             b"X-Test: a\r\n  folded\r\n\r\n", 400),
+            ("Content-Length with Transfer-Encoding", b"POST " + target + b" HTTP/1.1\r\n" + host +
+             b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+            ("two different Content-Length", b"POST " + target + b" HTTP/1.1\r\n" + host +
+             b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+            ("bare CR", b"GET " + target + b" HTTP/1.1\r\n" + host +
+             b"X-Test: a\rX-Other: b\r\n\r\n", 400),
+        ]
+        for name, raw, expected in cases:
+            with self.subTest(case=name):
+                s = d.raw()
+                s.sendall(raw)
+                status, data, closed = read_http_response(s)
+                self.assertEqual(status, expected, data)
+                self.assertTrue(closed, "connection left open after %r" % data[:60])
+                _, _, body = parse_http_message(data)
+                self.assertTrue(body.strip(), "the error body should say why")
+                s.close()
+        self.assertEqual(up.recorded(), [], "a malformed request reached the upstream")
+        self.assert_active_connections_drop_to_zero(d)
+
+    def test_oversized_head_is_431(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/hello").encode() + b" HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                  b"a" * (70 * 1024) + b"\r\n\r\n")
+        status, data, closed = read_http_response(s)
+        self.assertEqual(status, 431, data[:200])
+        self.assertTrue(closed)
+        self.assertEqual(up.recorded(), [])
+
+    def test_client_hangs_up_mid_body_and_mid_download(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        # Mid upload: 10 of the 1,000,000 announced bytes, then gone.
+        s = d.raw()
+        s.sendall(b"POST " + up.url("/upload").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 1000000\r\n\r\n0123456789")
+        d.wait_metric("oxg_proxy_active_connections", 1)
+        s.close()
+        self.assert_active_connections_drop_to_zero(d)
+
+        # Mid download: read a little of a large body, then gone.
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/stream?bytes=%d" % (512 << 20)).encode() +
+                  b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = 0
+        while got < (1 << 20):
+            chunk = s.recv(65536)
+            self.assertTrue(chunk)
+            got += len(chunk)
+        self.assertEqual(d.metric("oxg_proxy_active_connections"), 1)
+        s.close()
+        self.assert_active_connections_drop_to_zero(d)
+        # The proxy still serves.
+        code, body, err = d.curl(up.url("/hello"))
+        self.assertEqual(code, 200, err)
+
+
+# ---- capture: history, flow log, redaction, scope, sampling ----------------------------------
+
+SECRETS = {
+    "authorization": "AuthSecretValue1111",
+    "cookie": "CookieSecretValue2222",
+    "api_key": "ApiKeySecretValue3333",
+    "password": "PasswordSecretValue4444",
+    "url_token": "UrlTokenSecretValue5555",
+    "set_cookie": pu.SET_COOKIE_SECRET,
+}
+
+
+class CaptureTest(ProxyCase):
+    def check_flow_payload(self, b64, method=None, status=None):
+        text = base64.b64decode(b64)
+        start, headers, body = parse_http_message(text)
+        if method:
+            self.assertTrue(start.startswith(method + " ") and start.endswith(" HTTP/1.1"), start)
+        if status:
+            self.assertTrue(start.startswith("HTTP/1.1 %d" % status), start)
+        cl = header(headers, "Content-Length")
+        if cl is not None:
+            self.assertEqual(int(cl), len(body), start)
+        else:
+            self.assertEqual(body, b"", start)
+        return start, headers, body
+
+    def test_history_and_flow_log_lines_match_the_traffic(self):
+        up = self.upstream()
+        tls_up = self.upstream(tls=True)
+        d = self.start_proxy(self.upstream_ca_flag())
+        c = d.conn()
+        self.assertEqual(self.get(c, up.url("/hello"))[0], 200)
+        client = "127.0.0.1:%d" % c.sock.getsockname()[1]
+        post_body = b"x" * 1234
+        c.request("POST", up.url("/upload"), body=post_body,
+                  headers={"Content-Type": "text/plain"})
+        r = c.getresponse()
+        upload_response = r.read()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(self.get(c, up.url("/missing"))[0], 404)
+        t = d.tunnel("localhost", tls_up.port)
+        self.assertEqual(self.get(t, "/hello")[0], 200)
+        tls_client = "127.0.0.1:%d" % t.sock.getsockname()[1]
+        sent = [("GET", up.url("/hello"), 200, "http", client, 0, 20),
+                ("POST", up.url("/upload"), 200, "http", client, 1234, len(upload_response)),
+                ("GET", up.url("/missing"), 404, "http", client, 0, len(b"no such route\n")),
+                ("GET", tls_up.url("/hello", host="localhost"), 200, "https", tls_client, 0, 20)]
+
+        d.wait_history(4)
+        hist = d.history()
+        self.assertEqual(len(hist), 4)
+        now = time.time()
+        for h, (method, url, status, scheme, addr, req_body, resp_body) in zip(hist, sent):
+            with self.subTest(url=url, method=method):
+                self.assertEqual(list(h), HISTORY_KEYS)
+                self.assertEqual((h["method"], h["url"], h["status"], h["scheme"],
+                                  h["client_address"]), (method, url, status, scheme, addr))
+                self.assertRegex(h["timestamp"],
+                                 r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+                self.assertRegex(h["flow_id"], r"^[0-9A-HJKMNP-TV-Z]{26}$")
+                self.assertIsInstance(h["duration_ms"], (int, float))
+                self.assertTrue(0 <= h["duration_ms"] < 10000, h["duration_ms"])
+                # Wire bytes: the body plus a head of plausible size.
+                self.assertTrue(req_body + 30 < h["request_bytes"] < req_body + 2048,
+                                h["request_bytes"])
+                self.assertTrue(resp_body + 30 < h["response_bytes"] < resp_body + 2048,
+                                h["response_bytes"])
+                self.assertIsInstance(h["request_headers"], dict)
+                self.assertIsInstance(h["response_headers"], dict)
+                host_values = [v for k, v in h["request_headers"].items() if k.lower() == "host"]
+                self.assertTrue(host_values, h["request_headers"])
+                self.assertIn("Content-Type", h["response_headers"])
+                self.assertEqual(h["trace_id"], "")
+        self.assertEqual(hist[1]["request_headers"].get("Content-Length"), "1234")
+        self.assertEqual(len({h["flow_id"] for h in hist}), 4)
+
+        flows = d.wait_flows(8)
+        self.assertEqual(len(flows), 8)
+        for f in flows:
+            self.assertEqual(list(f), FLOW_KEYS)
+        seq = [f["sequence"] for f in flows]
+        self.assertEqual(seq, list(range(seq[0], seq[0] + 8)))
+        self.assertEqual([f["type"] for f in flows], ["FLOW_REQUEST", "FLOW_RESPONSE"] * 4)
+        ids = [h["flow_id"] for h in hist]
+        self.assertEqual([f["id"] for f in flows], [i for i in ids for _ in (0, 1)])
+        for i, (method, url, status, _, _, req_body, resp_body) in enumerate(sent):
+            with self.subTest(flow=url):
+                req, resp = flows[2 * i], flows[2 * i + 1]
+                start, _, body = self.check_flow_payload(req["sanitized_base64"], method=method)
+                self.assertTrue(start.split()[1].endswith(url.split("/", 3)[3]), start)
+                self.assertEqual(len(body), req_body)
+                _, _, body = self.check_flow_payload(resp["sanitized_base64"], status=status)
+                self.assertEqual(len(body), resp_body)
+                self.assertEqual((req["raw_body_bytes"], resp["raw_body_bytes"]),
+                                 (req_body, resp_body))
+                for f in (req, resp):
+                    self.assertNotIn("raw_base64", f)
+                    self.assertFalse(f["raw_body_truncated"])
+                    self.assertEqual(f["trace_id"], "")
+                    self.assertLess(abs(f["timestamp_unix_nano"] / 1e9 - now), 300)
+        _, _, body = self.check_flow_payload(flows[3]["sanitized_base64"])
+        self.assertEqual(body, upload_response)
+
+    def test_flow_log_raw_holds_exact_payloads(self):
+        up = self.upstream()
+        d = self.start_proxy(["--flow-log-raw"])
+        c = d.conn()
+        c.request("POST", up.url("/upload"), body=b"exact body bytes",
+                  headers={"Content-Type": "text/plain"})
+        r = c.getresponse()
+        response = r.read()
+        flows = d.wait_flows(2)
+        for f in flows:
+            self.assertIn("raw_base64", f)
+        _, headers, body = parse_http_message(base64.b64decode(flows[0]["raw_base64"]))
+        self.assertEqual(body, b"exact body bytes")
+        self.assertEqual(header(headers, "Content-Type"), "text/plain")
+        _, headers, body = parse_http_message(base64.b64decode(flows[1]["raw_base64"]))
+        self.assertEqual(body, response)
+
+    def test_credentials_never_reach_history_or_sanitized_payloads(self):
+        up = self.upstream()
+        d = self.start_proxy(["--flow-log-raw"])
+        c = d.conn()
+        body = json.dumps({"user": "bob", "password": SECRETS["password"]}).encode()
+        c.request("POST", up.url("/upload?token=%s&page=2" % SECRETS["url_token"]), body=body,
+                  headers={"Authorization": "Bearer " + SECRETS["authorization"],
+                           "Cookie": "sid=%s; theme=light" % SECRETS["cookie"],
+                           "X-Api-Key": SECRETS["api_key"],
+                           "Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        self.assertEqual(r.status, 200)
+        status, _, r = self.get(c, up.url("/cookie"))
+        self.assertEqual(status, 200)
+        self.assertIn(SECRETS["set_cookie"], r.getheader("Set-Cookie"))
+
+        # The upstream got the real values: the proxy forwards, only the records are masked.
+        got = dict(up.recorded()[0]["headers"])
+        self.assertEqual(got["Authorization"], "Bearer " + SECRETS["authorization"])
+        self.assertEqual(got["X-Api-Key"], SECRETS["api_key"])
+
+        d.wait_history(2)
+        flows = d.wait_flows(4)
+        with open(d.history_path) as f:
+            history_text = f.read()
+        sanitized = b"".join(base64.b64decode(f["sanitized_base64"]) for f in flows)
+        raw = b"".join(base64.b64decode(f["raw_base64"]) for f in flows)
+        for name, secret in SECRETS.items():
+            with self.subTest(secret=name):
+                self.assertNotIn(secret, history_text)
+                self.assertNotIn(secret.encode(), sanitized)
+                self.assertIn(secret.encode(), raw)   # --flow-log-raw keeps the real bytes
+        hist = d.history()
+        self.assertEqual(hist[0]["request_headers"]["Authorization"], "Bearer [REDACTED]")
+        self.assertIn("sid=", hist[0]["request_headers"]["Cookie"])
+        self.assertIn("[REDACTED]", hist[0]["request_headers"]["X-Api-Key"])
+        self.assertIn("page=2", hist[0]["url"])
+        self.assertIn(b'"user": "bob"', sanitized)  # the rest of the body is kept
+        set_cookie = hist[1]["response_headers"]["Set-Cookie"]
+        self.assertIsInstance(set_cookie, list)  # two Set-Cookie fields
+        self.assertEqual(len(set_cookie), 2)
+        self.assertTrue(set_cookie[0].startswith("session="), set_cookie)
+
+    def write_policy(self, text):
+        path = os.path.join(self.tmp, "scope.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_scope_policy_table(self):
+        up = self.upstream()
+        policy = self.write_policy(
+            "version: 1\n"
+            "private_networks: allow\n"
+            "allow:\n"
+            "  - {type: url_prefix, value: \"http://127.0.0.1:%d/in/\"}\n"
+            "  - {type: pattern, value: \"^http://127\\\\.0\\\\.0\\\\.1:%d/re/[0-9]+$\"}\n"
+            "deny:\n"
+            "  - {type: path, value: /in/logout}\n" % (up.port, up.port))
+        d = self.start_proxy(["--scope-policy", policy])
+        table = [("/in/a", True), ("/out/b", False), ("/in/logout", False),
+                 ("/in/logout/x", False), ("/re/42", True), ("/re/x", False), ("/in", False),
+                 ("/in/z", True)]
+        c = d.conn()
+        for path, _ in table:
+            status, _, _ = self.get(c, up.url(path))
+            self.assertEqual(status, 404, path)  # every request was proxied (no such route)
+        self.assertEqual([r["path"] for r in up.recorded()], [p for p, _ in table])
+        self.assertEqual(d.stop(), 0)  # shutdown writes everything queued
+        captured = [up.url(p) for p, inside in table if inside]
+        self.assertEqual([h["url"] for h in d.history()], captured)
+        self.assertEqual(len(d.flows()), 2 * len(captured))
+
+    def test_scope_private_networks_block_captures_nothing_on_loopback(self):
+        up = self.upstream()
+        policy = self.write_policy("version: 1\nprivate_networks: block\n")
+        d = self.start_proxy(["--scope-policy", policy])
+        code, body, err = d.curl(up.url("/hello"))
+        self.assertEqual((code, body), (200, b"hello from upstream\n"), err)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(d.history(), [])
+        self.assertEqual(d.flows(), [])
+
+    def test_sample_rate_zero_writes_history_but_no_flows(self):
+        up = self.upstream()
+        d = self.start_proxy(["--flow-sample-rate", "0"])
+        c = d.conn()
+        for _ in range(3):
+            self.assertEqual(self.get(c, up.url("/hello"))[0], 200)
+        d.wait_history(3)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(len(d.history()), 3)
+        self.assertEqual(d.flows(), [])
+
+
+# ---- metrics, audit, shutdown ----------------------------------------------------------------
+
+class OperationsTest(ProxyCase):
+    def test_metrics_after_traffic(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        text = d.metrics_text()
+        for family in ("oxg_proxy_requests_total", "oxg_proxy_request_duration_seconds",
+                       "oxg_proxy_active_connections", "oxg_proxy_upstream_errors_total",
+                       "oxg_proxy_certs_minted_total"):
+            self.assertRegex(text, r"# TYPE %s " % family.replace("_total", "(_total)?"))
+        c = d.conn()
+        for _ in range(3):
+            self.assertEqual(self.get(c, up.url("/hello"))[0], 200)
+        c.request("POST", up.url("/upload"), body=b"abc")
+        c.getresponse().read()
+        self.assertEqual(self.get(c, up.url("/missing"))[0], 404)
+        c.close()
+        d.wait_metric("oxg_proxy_requests_total", 3, method="GET", code="200")
+        d.wait_metric("oxg_proxy_requests_total", 1, method="POST", code="200")
+        d.wait_metric("oxg_proxy_requests_total", 1, method="GET", code="404")
+        self.assertEqual(d.metric("oxg_proxy_request_duration_seconds_count", method="GET"), 4)
+        self.assertEqual(d.metric("oxg_proxy_request_duration_seconds_count", method="POST"), 1)
+        self.assertEqual(d.metric("oxg_proxy_upstream_errors_total"), 0)
+        self.assert_active_connections_drop_to_zero(d)
+
+    def test_audit_has_proxy_lifecycle_start_and_stop(self):
+        d = self.start_proxy()
+        start_events = [dict(e) for e in it.read_audit(d.audit_path)
+                        if dict(e)["event_type"] == "proxy_lifecycle"]
+        proxy_starts = [e for e in start_events
+                        if str(d.port) in json.dumps(e) and "start" in json.dumps(e).lower()]
+        self.assertTrue(proxy_starts, start_events)
+        self.assertEqual(d.stop(), 0)
+        events = [dict(e) for e in it.read_audit(d.audit_path)
+                  if dict(e)["event_type"] == "proxy_lifecycle"]
+        later = events[len(start_events):]
+        self.assertTrue(any("stop" in json.dumps(e).lower() for e in later), events)
+
+    def test_sigterm_during_an_active_download_exits_0(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/stream?bytes=%d" % GIB).encode() +
+                  b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = 0
+        while got < (4 << 20):
+            chunk = s.recv(65536)
+            self.assertTrue(chunk)
+            got += len(chunk)
+        start = time.monotonic()
+        it.send_signal(d.proc, it.SIGTERM)
+        self.assertEqual(d.proc.wait(SHUTDOWN_TIMEOUT), 0, d.proc.stderr)
+        self.assertLess(time.monotonic() - start, 10)
+        # The client sees its connection end (not the whole gigabyte).
+        s.settimeout(10)
+        try:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        self.assertLess(got, GIB)
+
+
+if __name__ == "__main__":
+    it.main()
