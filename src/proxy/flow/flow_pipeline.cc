@@ -464,8 +464,9 @@ class FlowPipeline::Impl {
       flows_.EndLine();
     }
 
-    if (options_.sink == nullptr) return;
-    // Without a capture span (tracing off) no orphan root is started for the publication.
+    // The flow event is published (to the flow log above and to the sink, when one is
+    // attached) whether or not a plugin bus listens. Without a capture span (tracing off) no
+    // orphan root is started for the publication.
     tracing::Span span;
     if (e.capture_span.IsValid()) {
       span = tracer_.StartSpan("proxy.publish_flow_event", tracing::SpanKind::kInternal,
@@ -473,6 +474,7 @@ class FlowPipeline::Impl {
       span.SetAttribute("oxg.flow.id", std::string_view(e.flow_id))
           .SetAttribute("oxg.flow.phase", is_request ? "request" : "response");
     }
+    if (options_.sink == nullptr) return;
     FlowEvent event;
     event.flow_id = e.flow_id;
     event.sequence = sequence;
