@@ -30,6 +30,9 @@ constexpr auto kReportInterval = std::chrono::seconds(10);
 // A file's pending lines are written once they pass this size, so a batch of large flows does
 // not pile up in memory before its single write.
 constexpr size_t kFlushBytes = 4u << 20;
+// How long the thread lingers for more exchanges after waking, and the batch that ends it.
+constexpr auto kLinger = std::chrono::milliseconds(2);
+constexpr size_t kLingerBatch = 256;
 // A buffer that grew past this for one huge line is given back after its write.
 constexpr size_t kKeepCapacity = 16u << 20;
 // How far back Start looks for the flow log's last line to continue its sequence.
@@ -229,12 +232,14 @@ class FlowPipeline::Impl {
         dropped_queue_full_.Inc();
         return false;
       }
-      wake = queue_.empty();
       queue_.push_back(std::move(exchange));
       queued_bytes_ += bytes;
       ++accepted_;
+      // Asleep on an empty queue: wake it. Lingering for a batch: wake it only once the batch
+      // is full. Otherwise it is working and will look at the queue when done.
+      wake = (waiting_ == Waiting::kEmpty && queue_.size() == 1) ||
+             (waiting_ == Waiting::kLinger && queue_.size() == kLingerBatch);
     }
-    // The thread sleeps only on an empty queue, so only the first push needs to wake it.
     if (wake) work_cv_.notify_one();
     return true;
   }
@@ -252,6 +257,12 @@ class FlowPipeline::Impl {
   void Drain() {
     std::unique_lock lock(mu_);
     const uint64_t target = accepted_;
+    ++drain_waiters_;
+    work_cv_.notify_one();  // no lingering while someone waits
+    struct Done {
+      uint64_t& n;
+      ~Done() { --n; }
+    } done{drain_waiters_};
     drained_cv_.wait(lock, [&] { return handled_ >= target; });
   }
 
@@ -271,8 +282,21 @@ class FlowPipeline::Impl {
     for (;;) {
       {
         std::unique_lock lock(mu_);
+        waiting_ = Waiting::kEmpty;
         work_cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
-        if (queue_.empty()) return;  // stopping, and everything is written
+        if (queue_.empty()) {  // stopping, and everything is written
+          waiting_ = Waiting::kNo;
+          return;
+        }
+        // Under a steady stream of small batches, waking per exchange costs more than the
+        // work: linger briefly so one wake-up and one write per file serve many exchanges.
+        if (queue_.size() < kLingerBatch) {
+          waiting_ = Waiting::kLinger;
+          work_cv_.wait_for(lock, kLinger, [this] {
+            return stopping_ || drain_waiters_ > 0 || queue_.size() >= kLingerBatch;
+          });
+        }
+        waiting_ = Waiting::kNo;
         queue_.swap(batch_);
         queued_bytes_ = 0;
       }
@@ -548,6 +572,9 @@ class FlowPipeline::Impl {
   std::vector<CapturedExchange> queue_;
   uint64_t queued_bytes_ = 0;
   bool stopping_ = false;
+  enum class Waiting { kNo, kEmpty, kLinger };
+  Waiting waiting_ = Waiting::kNo;  // what the thread waits for (guarded by mu_)
+  uint64_t drain_waiters_ = 0;      // Drain() calls in progress (guarded by mu_)
   uint64_t submitted_ = 0, accepted_ = 0, dropped_ = 0, handled_ = 0;
   uint64_t written_history_ = 0, written_flows_ = 0, write_errors_ = 0;
 
