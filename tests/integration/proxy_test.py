@@ -490,6 +490,295 @@ class ForwardingTest(ProxyCase):
         self.assertTrue(closed)
 
 
+class ConnectionHandlingTest(ProxyCase):
+    def test_stale_pooled_upstream_connection_is_not_a_502(self):
+        up = self.upstream()
+        d = self.start_proxy(workers=1)
+        c = d.conn()
+        status, body, _ = self.get(c, up.url("/close-after"))
+        self.assertEqual((status, body), (200, b"closing now\n"))
+        # The origin has closed the connection the proxy may have pooled.
+        pu.wait_until(lambda: up.closed >= 1, 10, what="the origin closing its connection")
+        for i in range(3):
+            status, body, _ = self.get(c, up.url("/hello?after-close=%d" % i))
+            self.assertEqual((status, body), (200, b"hello from upstream\n"))
+        self.assertEqual(up.accepted, 2)
+
+    def test_upstream_closing_mid_body_ends_the_client_connection(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/truncated").encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, data, closed = read_http_response(s)
+        self.assertEqual(status, 200)
+        self.assertTrue(closed, "the client was left waiting for the rest of the body")
+        self.assertTrue(data.endswith(b"only the start"), data[-40:])
+        self.assert_active_connections_drop_to_zero(d)
+        errors = d.metric("oxg_proxy_upstream_errors_total", reason="reset") + \
+            d.metric("oxg_proxy_upstream_errors_total", reason="protocol")
+        self.assertGreaterEqual(errors, 1)
+        h = d.wait_history(1)[0]
+        self.assertEqual(h["status"], 200)
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        reqs = b"".join(b"GET " + up.url(p).encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                        for p in ("/hello", "/missing", "/status/204"))
+        s.sendall(reqs + b"GET " + up.url("/hello").encode() +
+                  b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        _, data, closed = read_http_response(s)
+        self.assertTrue(closed)
+        statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+        self.assertEqual(statuses, [200, 404, 204, 200])
+        self.assertEqual(data.count(b"hello from upstream\n"), 2)
+
+    def test_http10_client(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/hello").encode() + b" HTTP/1.0\r\n\r\n")
+        status, data, closed = read_http_response(s)
+        self.assertEqual(status, 200, data)
+        self.assertTrue(closed, "an HTTP/1.0 request without keep-alive must end the connection")
+        self.assertTrue(data.endswith(b"\r\n\r\nhello from upstream\n"), data)
+
+    def test_absolute_url_without_path_asks_the_origin_for_slash(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET http://127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                  b"Connection: close\r\n\r\n" % (up.port, up.port))
+        status, data, _ = read_http_response(s)
+        self.assertEqual(status, 404, data)  # the origin's answer for "/"
+        self.assertEqual([r["path"] for r in up.recorded()], ["/"])
+
+    def test_many_concurrent_clients(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        clients, per_client = 16, 10
+        errors = []
+
+        def run(n):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=20)
+                for i in range(per_client):
+                    c.request("GET", up.url("/hello?c=%d&i=%d" % (n, i)))
+                    r = c.getresponse()
+                    if (r.status, r.read()) != (200, b"hello from upstream\n"):
+                        errors.append((n, i, r.status))
+                c.close()
+            except Exception as e:  # reported below, with the others
+                errors.append((n, repr(e)))
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        hist = d.wait_history(clients * per_client)
+        self.assertEqual(len({h["flow_id"] for h in hist}), clients * per_client)
+        self.assertEqual(sorted(h["url"] for h in hist),
+                         sorted(up.url("/hello?c=%d&i=%d" % (n, i))
+                                for n in range(clients) for i in range(per_client)))
+        d.wait_metric("oxg_proxy_requests_total", clients * per_client, method="GET", code="200")
+        self.assert_active_connections_drop_to_zero(d)
+
+    def test_idle_client_is_closed_after_the_idle_timeout(self):
+        d = self.start_proxy(["--proxy-idle-timeout", "1"])
+        c = d.conn()
+        up = self.upstream()
+        self.assertEqual(self.get(c, up.url("/hello"))[0], 200)
+        fresh = d.raw()  # never sends anything
+        start = time.monotonic()
+        for s in (fresh, c.sock):  # a new connection, and one idle after a request
+            _, data, closed = read_http_response(s, timeout=8)
+            self.assertTrue(closed, "connection still open after %.1fs"
+                            % (time.monotonic() - start))
+            self.assertEqual(data, b"")
+        self.assertLess(time.monotonic() - start, 5)
+        self.assert_active_connections_drop_to_zero(d)
+
+    def test_partial_head_is_closed_after_the_idle_timeout(self):
+        # proxy_server.h: the idle timeout bounds reading a request head, so a client that
+        # starts a head and stalls (or dribbles it, slowloris) does not hold the connection.
+        d = self.start_proxy(["--proxy-idle-timeout", "1"])
+        slow = d.raw()
+        slow.sendall(b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHo")
+        start = time.monotonic()
+        _, _, closed = read_http_response(slow, timeout=8)
+        self.assertTrue(closed, "a stalled head held the connection for %.1fs"
+                        % (time.monotonic() - start))
+        self.assertLess(time.monotonic() - start, 5)
+
+    def test_dribbled_head_is_closed_after_the_idle_timeout(self):
+        d = self.start_proxy(["--proxy-idle-timeout", "1"])
+        s = d.raw()
+        s.sendall(b"GET http://127.0.0.1:1/ HTTP/1.1\r\n")
+        start = time.monotonic()
+        closed = False
+        try:
+            while time.monotonic() - start < 6:  # a header line every 0.2 s, never the end
+                s.sendall(b"X-Dribble: 1\r\n")
+                time.sleep(0.2)
+        except OSError:
+            closed = True
+        if not closed:
+            _, _, closed = read_http_response(s, timeout=0.5)
+        self.assertTrue(closed, "a head dribbled for %.1fs still held the connection"
+                        % (time.monotonic() - start))
+
+    def test_body_delimited_by_close_is_relayed_whole(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        total = 3 * 1000 * 1000 + 1
+        c = d.conn()
+        status, body, _ = self.get(c, up.url("/until-close?bytes=%d&seed=uc" % total))
+        self.assertEqual(status, 200)
+        self.assertEqual(len(body), total)
+        self.assertEqual(hashlib.sha256(body).hexdigest(), pu.generated_sha256(total, "uc"))
+        self.assertGreater(d.wait_history(1)[0]["response_bytes"], total)
+
+    def test_connection_listed_and_hop_by_hop_headers_are_not_forwarded(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/hello").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close, X-Hop\r\nX-Hop: for the proxy only\r\n"
+                  b"Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n"
+                  b"X-End-To-End: kept\r\n\r\n")
+        status, _, _ = read_http_response(s)
+        self.assertEqual(status, 200)
+        names = [k.lower() for k, _ in up.recorded()[0]["headers"]]
+        self.assertIn("x-end-to-end", names)
+        for hop in ("x-hop", "keep-alive", "proxy-connection"):
+            self.assertNotIn(hop, names)
+
+    def test_large_upload_streams_in_bounded_memory(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        pid = d.proc.popen.pid
+        c = d.conn(timeout=60)
+        self.assertEqual(self.get(c, up.url("/hello"))[0], 200)
+        baseline = vm_rss_kib(pid)
+        total = 512 << 20
+        peak = [baseline]
+        h = hashlib.sha256()
+
+        def body():
+            for block in pu.generated_blocks(total, "up"):
+                h.update(block)
+                peak[0] = max(peak[0], vm_rss_kib(pid))
+                yield block
+
+        c.request("POST", up.url("/upload"), body=body(),
+                  headers={"Content-Length": str(total),
+                           "Content-Type": "application/octet-stream"})
+        r = c.getresponse()
+        info = json.loads(r.read())
+        self.assertEqual((info["length"], info["sha256"]), (total, h.hexdigest()))
+        self.assertLess((peak[0] - baseline) / 1024.0, 64,
+                        "RSS grew from %d KiB to %d KiB" % (baseline, peak[0]))
+
+    def test_upstream_certificate_for_another_name_is_502(self):
+        pki = it.make_test_pki(os.path.join(self.tmp, "wrong-name"), hosts=("wrong.example",))
+        up = pu.Upstream(tls=pki)
+        self.addCleanup(up.stop)
+        d = self.start_proxy(["--proxy-upstream-ca", pki["ca_cert"]])
+        code, _, err = d.curl(up.url("/hello", host="localhost"), "--cacert", d.ca)
+        self.assertEqual(code, 502, err)
+        d.wait_metric("oxg_proxy_upstream_errors_total", 1, reason="tls")
+        self.assertEqual(up.recorded(), [])
+
+    def test_non_ascii_header_bytes_keep_the_history_valid_utf8(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/hello").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                  b"X-Latin1: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\nConnection: close\r\n\r\n")
+        status, _, _ = read_http_response(s)
+        self.assertEqual(status, 200)
+        d.wait_history(1)
+        with open(d.history_path, "rb") as f:
+            line = f.read()
+        line.decode("utf-8")  # strict: raises on invalid UTF-8
+        h = json.loads(line)
+        self.assertIn("caf", h["request_headers"]["X-Latin1"])
+        self.assertEqual(h["request_headers"]["X-Utf8"], "caf\u00e9")
+
+    def test_incoming_traceparent_sets_the_trace_id(self):
+        up = self.upstream()
+        trace_file = os.path.join(self.tmp, "spans.json")
+        d = self.start_proxy(["--trace-file", trace_file])
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        c = d.conn()
+        status, _, _ = self.get(c, up.url("/hello"), headers={
+            "traceparent": "00-%s-00f067aa0ba902b7-01" % trace_id})
+        self.assertEqual(status, 200)
+        self.assertEqual(self.get(c, up.url("/hello"))[0], 200)  # no traceparent: a new trace
+        hist = d.wait_history(2)
+        flows = d.wait_flows(4)
+        self.assertEqual(hist[0]["trace_id"], trace_id)
+        self.assertEqual([f["trace_id"] for f in flows[:2]], [trace_id] * 2)
+        self.assertRegex(hist[1]["trace_id"], r"^[0-9a-f]{32}$")
+        self.assertNotEqual(hist[1]["trace_id"], trace_id)
+        # The origin sees the trace continue (the proxy's span as parent, same trace id).
+        sent = dict(up.recorded()[0]["headers"])
+        self.assertIn(trace_id, sent.get("traceparent", ""))
+
+    def test_broken_upstream_responses(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        for kind in ("bad-status", "huge-head", "not-http"):
+            with self.subTest(kind=kind):
+                code, _, err = d.curl(up.url("/raw?kind=" + kind))
+                self.assertEqual(code, 502, err)
+        # A bad status line and an oversized head are protocol errors; bytes that never form
+        # a head before the origin closes may count as either.
+        self.assertEqual(d.metric("oxg_proxy_upstream_errors_total", reason="protocol") +
+                         d.metric("oxg_proxy_upstream_errors_total", reason="reset"), 3)
+        self.assertGreaterEqual(d.metric("oxg_proxy_upstream_errors_total", reason="protocol"), 2)
+
+    def test_upstream_response_with_both_framings_is_not_relayed_ambiguously(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/raw?kind=cl-te").encode() +
+                  b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, data, closed = read_http_response(s)
+        self.assertTrue(closed)
+        if status == 502:
+            return  # refusing it is fine
+        self.assertEqual(status, 200, data)
+        _, headers, _ = parse_http_message(data)
+        framings = [k.lower() for k, _ in headers
+                    if k.lower() in ("content-length", "transfer-encoding")]
+        self.assertEqual(len(framings), 1, data)
+
+    def test_invalid_chunk_in_request_body(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"POST " + up.url("/upload").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        status, data, closed = read_http_response(s)
+        self.assertTrue(closed, data)
+        self.assertIn(status, (400, None), data)
+        self.assertEqual([r for r in up.recorded() if r["path"] == "/upload"], [])
+        self.assert_active_connections_drop_to_zero(d)
+
+    def test_https_to_an_ip_address(self):
+        up = self.upstream(tls=True)
+        d = self.start_proxy(self.upstream_ca_flag())
+        code, body, err = d.curl(up.url("/hello"), "--cacert", d.ca)  # https://127.0.0.1:P
+        self.assertEqual((code, body), (200, b"hello from upstream\n"), err)
+        c = d.tunnel("127.0.0.1", up.port)
+        self.assertEqual(self.get(c, "/hello")[0], 200)
+        self.assertIn(("IP Address", "127.0.0.1"), c.sock.getpeercert()["subjectAltName"])
+
+
 # ---- WebSocket -------------------------------------------------------------------------------
 
 class WebSocketTest(ProxyCase):
@@ -604,6 +893,18 @@ class BadClientTest(ProxyCase):
              b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
             ("bare CR", b"GET " + target + b" HTTP/1.1\r\n" + host +
              b"X-Test: a\rX-Other: b\r\n\r\n", 400),
+            ("negative Content-Length", b"POST " + target + b" HTTP/1.1\r\n" + host +
+             b"Content-Length: -1\r\n\r\n", 400),
+            ("Content-Length with a sign", b"POST " + target + b" HTTP/1.1\r\n" + host +
+             b"Content-Length: +5\r\n\r\nhello", 400),
+            ("unknown transfer coding", b"POST " + target + b" HTTP/1.1\r\n" + host +
+             b"Transfer-Encoding: gzip\r\n\r\n", 400),
+            ("chunked not last", b"POST " + target + b" HTTP/1.1\r\n" + host +
+             b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),
+            ("NUL in a value", b"GET " + target + b" HTTP/1.1\r\n" + host +
+             b"X-Test: a\x00b\r\n\r\n", 400),
+            ("two Host fields", b"GET " + target + b" HTTP/1.1\r\n" + host +
+             b"Host: other.example\r\n\r\n", 400),
         ]
         for name, raw, expected in cases:
             with self.subTest(case=name):

@@ -99,10 +99,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers --
 
-    def _read_body(self):
-        """Returns (body bytes, chunked?) honouring Content-Length or chunked framing."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            body = bytearray()
+    def _read_body(self, sink=None):
+        """Reads the request body (Content-Length or chunked). Returns (body, chunked); with a
+        `sink` (a hashlib object) the bytes go there instead and body is their length, so large
+        uploads are never held."""
+        collected = bytearray()
+        total = 0
+
+        def take(data):
+            nonlocal total
+            total += len(data)
+            if sink is not None:
+                sink.update(data)
+            else:
+                collected.extend(data)
+
+        def read_exact(n):
+            while n > 0:
+                data = self.rfile.read(min(n, 1 << 20))
+                if not data:
+                    raise ConnectionError("eof in body")
+                take(data)
+                n -= len(data)
+
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if chunked:
             while True:
                 size_line = self.rfile.readline(1024)
                 if not size_line:
@@ -111,11 +132,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
-                    return bytes(body), True
-                body += self.rfile.read(size)
+                    break
+                read_exact(size)
                 self.rfile.readline(1024)
-        n = int(self.headers.get("Content-Length") or 0)
-        return (self.rfile.read(n) if n else b""), False
+        else:
+            read_exact(int(self.headers.get("Content-Length") or 0))
+        return (total if sink is not None else bytes(collected)), chunked
 
     def _send(self, status, body=b"", ctype="text/plain", extra=()):
         self.send_response(status)
@@ -128,13 +150,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and status not in (204, 304):
             self.wfile.write(body)
 
-    def _record(self, body):
+    def _record(self, body, length=None, sha256=None):
         self.server.record({
             "method": self.command,
             "path": self.path,
             "headers": [(k, v) for k, v in self.headers.items()],
-            "body_length": len(body),
-            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body_length": len(body) if length is None else length,
+            "body_sha256": hashlib.sha256(body).hexdigest() if sha256 is None else sha256,
             "connection": self.conn_id,
         })
 
@@ -148,9 +170,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self):
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
+        path = url.path
+        if path == "/upload":
+            h = hashlib.sha256()
+            length, chunked = self._read_body(sink=h)
+            self._record(b"", length, h.hexdigest())
+            info = {"length": length, "sha256": h.hexdigest(),
+                    "chunked": chunked, "expect": self.headers.get("Expect", "")}
+            self._send(200, json.dumps(info).encode(), "application/json")
+            return
         body, chunked = self._read_body()
         self._record(body)
-        path = url.path
         if path == "/hello":
             self._send(200, b"hello from upstream\n",
                        extra=[("X-Upstream-Connection", str(self.conn_id))])
@@ -159,10 +189,6 @@ class _Handler(BaseHTTPRequestHandler):
                     "headers": [[k, v] for k, v in self.headers.items()],
                     "body_length": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
                     "chunked": chunked}
-            self._send(200, json.dumps(info).encode(), "application/json")
-        elif path == "/upload":
-            info = {"length": len(body), "sha256": hashlib.sha256(body).hexdigest(),
-                    "chunked": chunked, "expect": self.headers.get("Expect", "")}
             self._send(200, json.dumps(info).encode(), "application/json")
         elif path == "/chunked":
             total = int(query.get("bytes", "100000"))
@@ -202,6 +228,40 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/early-hints":
             self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
             self._send(200, b"after hints\n")
+        elif path == "/close-after":
+            # A keep-alive looking response, then the origin closes the connection anyway (as
+            # origins do when their idle timer fires): a pooled connection goes stale.
+            self._send(200, b"closing now\n")
+            self.close_connection = True
+        elif path == "/until-close":
+            # HTTP/1.1 without Content-Length or chunked: the body ends when the origin closes.
+            total = int(query.get("bytes", "100000"))
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                             b"Connection: close\r\n\r\n")
+            for block in generated_blocks(total, query.get("seed", "x")):
+                self.wfile.write(block)
+            self.close_connection = True
+        elif path == "/raw":
+            # Hand-written broken responses, by kind.
+            kind = query.get("kind")
+            if kind == "cl-te":  # both framings: a smuggling vector if relayed as is
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            elif kind == "bad-status":
+                self.wfile.write(b"HTTP/1.1 2000 Fine\r\nContent-Length: 2\r\n\r\nok")
+            elif kind == "huge-head":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * (80 * 1024) +
+                                 b"\r\nContent-Length: 2\r\n\r\nok")
+            elif kind == "not-http":
+                self.wfile.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+            self.close_connection = True
+        elif path == "/truncated":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"only the start")
+            self.wfile.flush()
+            self.close_connection = True
         elif path == "/ws":
             self._websocket()
         else:
@@ -256,6 +316,7 @@ class Upstream:
             self.tls_context = ctx
         self._lock = threading.Lock()
         self.accepted = 0
+        self.closed = 0  # connections whose handler has finished (the origin closed them)
         self.requests = []
         self.tls_failures = []
         self._conn_ids = {}
@@ -298,6 +359,7 @@ class Upstream:
     def _unregister(self, sock):
         with self._lock:
             self._open.discard(sock)
+            self.closed += 1
 
     def _note_tls_failure(self, err):
         with self._lock:
