@@ -757,6 +757,23 @@ class ConnectionHandlingTest(ProxyCase):
                     if k.lower() in ("content-length", "transfer-encoding")]
         self.assertEqual(len(framings), 1, data)
 
+    def test_content_length_list_is_forwarded_as_one_value_or_refused(self):
+        # RFC 9110 §8.6: "Content-Length: 5, 5" may be rejected, or replaced by one valid
+        # field; forwarded verbatim, the next hop may frame the body differently.
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"POST " + up.url("/upload").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 5, 5\r\nConnection: close\r\n\r\nhello")
+        status, data, closed = read_http_response(s)
+        self.assertTrue(closed)
+        if status == 400:
+            return
+        self.assertEqual(status, 200, "the origin could not frame the body it was sent (was the "
+                         "list forwarded verbatim?): %r" % data)
+        sent = [v for k, v in up.recorded()[0]["headers"] if k.lower() == "content-length"]
+        self.assertEqual(sent, ["5"])
+
     def test_invalid_chunk_in_request_body(self):
         up = self.upstream()
         d = self.start_proxy()
@@ -847,6 +864,26 @@ class UpstreamFailureTest(ProxyCase):
         self.assertEqual(silent.accepted, 1)
         d.wait_metric("oxg_proxy_upstream_errors_total", 1, reason="timeout")
         self.assertEqual(d.wait_history(1)[0]["status"], 504)
+
+    def test_unresolvable_host_is_502(self):
+        # .invalid never resolves (RFC 6761); the upstream timeout bounds a slow resolver.
+        d = self.start_proxy(["--proxy-upstream-timeout", "3"])
+        code, body, err = d.curl("http://no-such-host.invalid/x")
+        self.assertEqual(code, 502, err)
+        self.assertIn(b"no-such-host.invalid", body)
+        code, _, err = d.curl("https://no-such-host.invalid/x", "--cacert", d.ca)
+        self.assertEqual(code, 502, err)
+        d.wait_metric("oxg_proxy_upstream_errors_total", 2, reason="connect")
+
+    def test_silent_tls_upstream_is_504(self):
+        silent = pu.SilentUpstream()
+        self.addCleanup(silent.stop)
+        d = self.start_proxy(["--proxy-upstream-timeout", "1"])
+        start = time.monotonic()
+        code, _, err = d.curl("https://localhost:%d/x" % silent.port, "--cacert", d.ca)
+        self.assertEqual(code, 504, err)
+        self.assertLess(time.monotonic() - start, 10)
+        d.wait_metric("oxg_proxy_upstream_errors_total", 1, reason="timeout")
 
     def test_untrusted_upstream_certificate_is_502_unless_verification_is_skipped(self):
         up = self.upstream(tls=True)
