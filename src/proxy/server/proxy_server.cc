@@ -527,16 +527,19 @@ class Session : public std::enable_shared_from_this<Session> {
   // --- reading heads ---------------------------------------------------------------------------
   // Reads into `buf` from `conn` until a complete head is present. False on EOF/error/timeout
   // (and *got_bytes says whether any byte of the head had arrived), or when the buffer is full.
+  // A client's whole head must arrive within `wait` (a slow-drip client cannot hold the
+  // connection by sending a byte now and then); an upstream gets `wait` for each read.
   awaitable<bool> ReadHead(Conn& conn, internal::ReadBuffer& buf, Side side,
-                           std::chrono::milliseconds first_wait, bool* got_bytes) {
+                           std::chrono::milliseconds wait, bool* got_bytes) {
     size_t scanned = 0;
     *got_bytes = !buf.empty();
+    if (side == Side::kClient) Arm(wait, side);
     while (!HeadComplete(buf.view(), scanned)) {
       scanned = buf.size();
       if (buf.size() > srv_.limits_.max_head_bytes) co_return true;  // the parser says 431
       auto [space, len] = buf.Prepare(srv_.limits_.max_head_bytes + 4096);
       if (len == 0) co_return true;
-      Arm(buf.empty() ? first_wait : IoTimeout(side), side);
+      if (side != Side::kClient) Arm(wait, side);
       auto [ec, n] = co_await conn.ReadSome(space, len);
       if (ec || n == 0) co_return false;
       buf.Commit(n);
@@ -792,6 +795,9 @@ class Session : public std::enable_shared_from_this<Session> {
         error_kind = "client_closed";
         outcome = Outcome::kClose;
       } else if (rp == PumpResult::kFromFailed || rp == PumpResult::kProtocol) {
+        if (body == http::BodyKind::kLength) {
+          resp_tally.body = std::max(resp_tally.body, length);  // the body was cut short
+        }
         UpstreamError e = upstream_timed_out_ ? UpstreamError::kTimeout
                           : rp == PumpResult::kProtocol ? UpstreamError::kProtocol
                                                         : UpstreamError::kReset;
@@ -804,7 +810,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (switching && response_done) {
         // The handshake is the flow; the frames are relayed, not captured.
         FinishExchange(std::move(ex), capturing, method, scheme, host, port, origin, url, status,
-                       started, req_tally, resp_tally, span);
+                       status, started, req_tally, resp_tally, span);
         co_await Relay();
         co_return Outcome::kClose;
       }
@@ -823,9 +829,14 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       span.SetStatus(tracing::StatusCode::kOk);
     }
+    // Metrics say `error` when the client did not get a whole response; the history keeps
+    // the status the client saw.
+    if (!request_done && req_body == http::BodyKind::kLength) {
+      req_tally.body = std::max(req_tally.body, req_length);  // the body was cut short
+    }
     FinishExchange(std::move(ex), capturing, method, scheme, host, port, origin, url,
-                   response_done || status >= 400 ? status : 0, started, req_tally, resp_tally,
-                   span);
+                   response_done || status >= 400 ? status : 0, status, started, req_tally,
+                   resp_tally, span);
     co_return outcome;
   }
 
@@ -845,8 +856,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void FinishExchange(CapturedExchange ex, bool capturing, const std::string& method,
                       const std::string& scheme, const std::string& host, uint16_t port,
                       const std::string& origin, const std::string& url, int status,
-                      Mono::time_point started, const Tally& req_tally, const Tally& resp_tally,
-                      tracing::Span& span) {
+                      int seen_status, Mono::time_point started, const Tally& req_tally,
+                      const Tally& resp_tally, tracing::Span& span) {
     double seconds = std::chrono::duration<double>(Mono::now() - started).count();
     CountRequest(method, status, seconds, &span);
     if (capturing && !scope_decided_) InScope(scheme, host, port, origin, url, {}, span);
@@ -858,7 +869,7 @@ class Session : public std::enable_shared_from_this<Session> {
     ex.client_address = client_address_;
     ex.scheme = scheme == "wss" ? "https" : scheme == "ws" ? "http" : scheme;
     ex.url = url;
-    ex.status = status;
+    ex.status = seen_status;
     ex.duration_ms = seconds * 1000.0;
     ex.request.body_length = req_tally.body;
     ex.request.wire_bytes = req_tally.wire;
@@ -895,29 +906,63 @@ class Session : public std::enable_shared_from_this<Session> {
     return in_scope_;
   }
 
-  // Builds the head sent upstream: origin-form target, hop-by-hop fields dropped, Host set to
-  // the target's authority for absolute-form requests, framing restated.
+  // Appends the end-to-end fields of a head: hop-by-hop fields dropped (those named in any
+  // Connection field too), except Upgrade when `keep_upgrade`; framing restated so the next
+  // hop cannot read the body differently: one `Content-Length: N` where the first stood for a
+  // length-delimited body (a "5, 5" list collapses), none at all for chunked or close-delimited
+  // bodies (then `Transfer-Encoding: chunked` is added back for chunked ones). Heads without a
+  // body (HEAD, 304) keep their Content-Length as received. `host`, when
+  // set, replaces the first Host field (or is added).
+  static void AppendEndToEnd(std::string& out, const std::vector<http::Header>& headers,
+                             bool keep_upgrade, http::BodyKind body, uint64_t length,
+                             std::optional<std::string_view> host) {
+    auto hop_by_hop = [&](std::string_view name) {
+      if (keep_upgrade && http::EqualsIgnoreCase(name, "upgrade")) return false;
+      bool named = false;
+      for (const auto& c : headers) {
+        if (http::EqualsIgnoreCase(c.name, "connection") && http::IsHopByHop(name, c.value)) {
+          named = true;
+          break;
+        }
+      }
+      return named || http::IsHopByHop(name, {});
+    };
+    bool host_written = false;
+    bool length_written = false;
+    for (const auto& h : headers) {
+      if (host && http::EqualsIgnoreCase(h.name, "host")) {
+        if (host_written) continue;
+        host_written = true;
+        out.append(h.name).append(": ").append(*host).append("\r\n");
+        continue;
+      }
+      if (http::EqualsIgnoreCase(h.name, "content-length")) {
+        // Without a body (HEAD, 304) the field describes the representation: kept as is.
+        if (body == http::BodyKind::kNone) {
+          out.append(h.name).append(": ").append(h.value).append("\r\n");
+          continue;
+        }
+        if (body != http::BodyKind::kLength || length_written) continue;
+        length_written = true;
+        out.append(h.name).append(": ").append(std::to_string(length)).append("\r\n");
+        continue;
+      }
+      if (hop_by_hop(h.name)) continue;
+      out.append(h.name).append(": ").append(h.value).append("\r\n");
+    }
+    if (host && !host_written) out.append("Host: ").append(*host).append("\r\n");
+    if (body == http::BodyKind::kChunked) out.append("Transfer-Encoding: chunked\r\n");
+  }
+
+  // The head sent upstream: origin-form target, Host set to the target's authority for
+  // absolute-form requests, end-to-end fields only.
   static std::string ForwardRequestHead(const http::RequestHead& req, std::string_view origin,
                                         std::string_view authority, bool replace_host) {
     std::string out;
     out.reserve(req.head_size + 64);
     out.append(req.method).append(" ").append(origin).append(" HTTP/1.1\r\n");
-    std::string_view connection = http::FindHeader(req.headers, "connection");
-    bool host_written = false;
-    for (const auto& h : req.headers) {
-      if (http::EqualsIgnoreCase(h.name, "host")) {
-        if (host_written) continue;
-        host_written = true;
-        out.append("Host: ").append(replace_host ? authority : h.value).append("\r\n");
-        continue;
-      }
-      if (http::IsHopByHop(h.name, connection)) {
-        if (!(req.upgrade && http::EqualsIgnoreCase(h.name, "upgrade"))) continue;
-      }
-      out.append(h.name).append(": ").append(h.value).append("\r\n");
-    }
-    if (!host_written) out.append("Host: ").append(authority).append("\r\n");
-    if (req.body == http::BodyKind::kChunked) out.append("Transfer-Encoding: chunked\r\n");
+    std::string_view host = replace_host || req.host_header.empty() ? authority : req.host_header;
+    AppendEndToEnd(out, req.headers, req.upgrade, req.body, req.content_length, host);
     if (req.upgrade) out.append("Connection: Upgrade\r\n");
     out.append("\r\n");
     return out;
@@ -929,14 +974,7 @@ class Session : public std::enable_shared_from_this<Session> {
     out.reserve(resp.head_size + 64);
     out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ").append(resp.reason);
     out.append("\r\n");
-    std::string_view connection = http::FindHeader(resp.headers, "connection");
-    for (const auto& h : resp.headers) {
-      if (http::IsHopByHop(h.name, connection)) {
-        if (!(switching && http::EqualsIgnoreCase(h.name, "upgrade"))) continue;
-      }
-      out.append(h.name).append(": ").append(h.value).append("\r\n");
-    }
-    if (resp.body == http::BodyKind::kChunked) out.append("Transfer-Encoding: chunked\r\n");
+    AppendEndToEnd(out, resp.headers, switching, resp.body, resp.content_length, std::nullopt);
     if (switching) {
       out.append("Connection: Upgrade\r\n");
     } else if (!keep_alive) {
@@ -1101,7 +1139,19 @@ class Session : public std::enable_shared_from_this<Session> {
       bool got_bytes = false;
       bool ok = co_await ReadHead(up_->conn, up_->buf, Side::kUpstream,
                                   srv_.options_.upstream_timeout, &got_bytes);
-      if (!ok) co_return false;
+      if (!ok) {
+        if (got_bytes && !upstream_timed_out_) {
+          // Bytes came, then the upstream closed: what it sent was not a response.
+          http::ResponseHead partial;
+          http::ParseError perr;
+          auto st = http::ParseResponseHead(up_->buf.view(), method, srv_.limits_, &partial,
+                                            &perr);
+          resp_protocol_error_ = true;
+          resp_error_reason_ = st == http::ParseStatus::kError ? perr.reason
+                                                                : "response head cut short";
+        }
+        co_return false;
+      }
       http::ResponseHead resp;
       http::ParseError perr;
       auto st = http::ParseResponseHead(up_->buf.view(), method, srv_.limits_, &resp, &perr);
