@@ -268,6 +268,12 @@ int Run(const Config& config) {
     return 2;
   }
   audit::AuditLog& audit = **audit_log;
+  {
+    auto described = config.Describe();
+    // Not "token-source": a key naming a token is redacted whole, value included.
+    described.emplace_back("plugin-key-source", token_source);
+    Audit(audit, audit::EventType::kConfigLoaded, "configuration loaded", std::move(described));
+  }
 
   // Contract §2: the interception CA is generated on first start and checked on every later
   // one, so a broken pair stops the daemon now rather than at the first HTTPS connection.
@@ -377,10 +383,6 @@ int Run(const Config& config) {
     log::Info(kComponent, "capture proxy disabled (--proxy-addr is empty)");
   }
 
-  auto described = config.Describe();
-  // Not "token-source": a key naming a token is redacted whole, value included.
-  described.emplace_back("plugin-key-source", token_source);
-  Audit(audit, audit::EventType::kConfigLoaded, "configuration loaded", std::move(described));
   Audit(audit, audit::EventType::kProxyLifecycle, "daemon started",
         {{"version", kVersion}, {"revision", kRevision}, {"pid", Cat(::getpid())}});
   log::Debug(kComponent, "plugin bus and netgate are not part of this build yet");

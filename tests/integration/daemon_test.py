@@ -127,14 +127,15 @@ class RunningDaemonTest(it.IntegrationCase):
 
     def test_metrics_disabled(self):
         data = os.path.join(self.tmp, "data")
-        proc = self.start("0xgend", ["--data-dir", data, "--metrics-addr="])
+        proc = self.start("0xgend", ["--data-dir", data, "--metrics-addr=",
+                                      "--proxy-addr", "127.0.0.1:0"])
         proc.wait_for_stderr(r"metrics endpoint disabled")
         proc.wait_for_stderr(r"running; stop with")
         self.assertEqual(self.stop(proc), 0)
 
     def test_env_fallback_and_flag_wins(self):
         data = os.path.join(self.tmp, "data")
-        proc = self.start("0xgend", ["--data-dir", data],
+        proc = self.start("0xgend", ["--data-dir", data, "--proxy-addr", "127.0.0.1:0"],
                           env=it.clean_env(OXG_METRICS_ADDR="127.0.0.1:0"))
         m = proc.wait_for_stderr(r"metrics listening on 127\.0\.0\.1:(\d+)")
         status, _, _ = it.http_get("http://127.0.0.1:%s/healthz" % m.group(1))
@@ -142,7 +143,8 @@ class RunningDaemonTest(it.IntegrationCase):
         self.assertEqual(self.stop(proc), 0)
 
         # A broken variable does not matter when the flag is given.
-        proc = self.start("0xgend", ["--data-dir", data, "--metrics-addr", "127.0.0.1:0"],
+        proc = self.start("0xgend", ["--data-dir", data, "--metrics-addr", "127.0.0.1:0",
+                                     "--proxy-addr", "127.0.0.1:0"],
                           env=it.clean_env(OXG_METRICS_ADDR="not-an-address"))
         proc.wait_for_stderr(r"metrics listening on 127\.0\.0\.1:\d+")
         self.assertEqual(self.stop(proc), 0)
@@ -234,14 +236,18 @@ class RunningDaemonTest(it.IntegrationCase):
             self.assertIn(e["decision"], ("allow", "deny", "info"))
         summary = [(dict(p)["event_type"], dict(p).get("reason")) for p in events]
         self.assertEqual(summary, [("config_loaded", "configuration loaded"),
+                                   ("proxy_lifecycle", "started"),
                                    ("proxy_lifecycle", "daemon started"),
+                                   ("proxy_lifecycle", "stopped"),
                                    ("proxy_lifecycle", "daemon stopped")])
+        components = [dict(p)["component"] for p in events]
+        self.assertEqual(components, ["daemon", "proxy", "daemon", "proxy", "daemon"])
 
     def test_audit_log_to_stdout(self):
         proc, _ = self.start_daemon(["--audit-log", "-"])
         self.assertEqual(self.stop(proc), 0)
         lines = [l for l in proc.stdout.splitlines() if l.strip()]
-        self.assertEqual(len(lines), 3, proc.stdout)
+        self.assertEqual(len(lines), 5, proc.stdout)
         for line in lines:
             json.loads(line)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "data", "audit.jsonl")))

@@ -163,7 +163,9 @@ class IntegrationCase(unittest.TestCase):
     def start_daemon(self, extra=(), data_dir=None, env=None):
         """Starts 0xgend on loopback port 0 and returns (proc, metrics port)."""
         data_dir = data_dir or os.path.join(self.tmp, "data")
-        args = ["--data-dir", data_dir, "--metrics-addr", "127.0.0.1:0"] + list(extra)
+        # Every listener on a port the OS picks (flags given later in `extra` win).
+        args = ["--data-dir", data_dir, "--metrics-addr", "127.0.0.1:0",
+                "--proxy-addr", "127.0.0.1:0", "--addr", "127.0.0.1:0"] + list(extra)
         p = self.start("0xgend", args, env=env)
         m = p.wait_for_stderr(r"metrics listening on 127\.0\.0\.1:(\d+)")
         # Startup is complete (audit events written) once this line is out.
