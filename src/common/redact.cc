@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -297,7 +298,46 @@ std::string Redactor::Redact(std::string_view text) const {
   return cur;
 }
 
+namespace {
+
+bool IsSecretKeyUncached(std::string_view key);
+
+// Header names and metadata keys repeat all the time ("Host", "User-Agent", ...): a small
+// direct-mapped memo per thread turns the word scan into a hash and a compare.
+struct SecretKeyMemo {
+  static constexpr size_t kSlots = 256;
+  static constexpr size_t kMaxKey = 48;
+  struct Slot {
+    uint8_t size = 0;
+    bool secret = false;
+    bool used = false;
+    char key[kMaxKey];
+  };
+  std::array<Slot, kSlots> slots;
+};
+
+}  // namespace
+
 bool Redactor::IsSecretKey(std::string_view key) {
+  if (key.size() > SecretKeyMemo::kMaxKey) return IsSecretKeyUncached(key);
+  thread_local SecretKeyMemo memo;
+  uint32_t h = 2166136261u;  // FNV-1a
+  for (char c : key) h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
+  SecretKeyMemo::Slot& slot = memo.slots[h % SecretKeyMemo::kSlots];
+  if (slot.used && slot.size == key.size() && std::memcmp(slot.key, key.data(), key.size()) == 0) {
+    return slot.secret;
+  }
+  const bool secret = IsSecretKeyUncached(key);
+  slot.used = true;
+  slot.size = static_cast<uint8_t>(key.size());
+  std::memcpy(slot.key, key.data(), key.size());
+  slot.secret = secret;
+  return secret;
+}
+
+namespace {
+
+bool IsSecretKeyUncached(std::string_view key) {
   static constexpr std::string_view kSecretWords[] = {
       "authorization", "auth",      "cookie",    "password",   "passwd",     "pwd",
       "passphrase",    "secret",    "token",     "apikey",     "credential", "credentials",
@@ -324,5 +364,7 @@ bool Redactor::IsSecretKey(std::string_view key) {
     return false;
   });
 }
+
+}  // namespace
 
 }  // namespace oxg

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -277,6 +278,17 @@ int Run(const Config& config) {
 
   // Contract §2: the interception CA is generated on first start and checked on every later
   // one, so a broken pair stops the daemon now rather than at the first HTTPS connection.
+  // A proxy holds two descriptors per connection: take the whole allowance the system gives
+  // (the soft limit is often 1024 while the hard one is far higher).
+  if (struct rlimit fds; ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
+    const rlim_t before = fds.rlim_cur;
+    fds.rlim_cur = fds.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &fds) != 0) {
+      log::Warn(kComponent, Cat("cannot raise the open-file limit from ", before, ": ",
+                                ErrnoText(errno)));
+    }
+  }
+
   std::optional<proxy::tls::CertificateAuthority> ca;
   std::optional<proxy::ScopePolicy> scope;
   if (config.proxy_addr.has_value()) {

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 
 namespace oxg::proxy {
 namespace {
@@ -17,6 +18,19 @@ constexpr std::array<int8_t, 256> MakeDecodeTable() {
 
 constexpr std::array<int8_t, 256> kDecode = MakeDecodeTable();
 
+// Two output characters per 12 input bits: half the table lookups of the 6-bit alphabet, and
+// the flow log base64-encodes every captured payload.
+struct PairTable {
+  std::array<char, 4096 * 2> chars{};
+  constexpr PairTable() {
+    for (int i = 0; i < 4096; ++i) {
+      chars[2 * i] = kAlphabet[i >> 6];
+      chars[2 * i + 1] = kAlphabet[i & 63];
+    }
+  }
+};
+constexpr PairTable kPairs;
+
 }  // namespace
 
 void AppendBase64(std::string& out, std::string_view in) {
@@ -27,10 +41,9 @@ void AppendBase64(std::string& out, std::string_view in) {
   size_t i = 0;
   for (; i + 3 <= in.size(); i += 3) {
     const uint32_t v = (uint32_t{src[i]} << 16) | (uint32_t{src[i + 1]} << 8) | src[i + 2];
-    *dst++ = kAlphabet[v >> 18];
-    *dst++ = kAlphabet[(v >> 12) & 63];
-    *dst++ = kAlphabet[(v >> 6) & 63];
-    *dst++ = kAlphabet[v & 63];
+    std::memcpy(dst, &kPairs.chars[2 * (v >> 12)], 2);
+    std::memcpy(dst + 2, &kPairs.chars[2 * (v & 4095)], 2);
+    dst += 4;
   }
   const size_t rest = in.size() - i;
   if (rest != 0) {
