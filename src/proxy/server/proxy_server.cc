@@ -676,8 +676,9 @@ class Session : public std::enable_shared_from_this<Session> {
     const bool expect_continue = req.expect_continue && req_body != http::BodyKind::kNone;
     const bool wants_upgrade = req.upgrade;
     const bool client_http10 = req.version_minor == 0;
-    std::string forward = ForwardRequestHead(req, origin, authority,
-                                             req.form == http::RequestHead::TargetForm::kAbsolute);
+    std::string& forward = forward_head_;  // reused: no allocation once it has grown
+    ForwardRequestHead(forward, req, origin, authority,
+                       req.form == http::RequestHead::TargetForm::kAbsolute);
     cbuf_.Consume(req.head_size);
 
     int status = 0;
@@ -695,8 +696,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
     do {
       // Upstream connection: pooled or new.
-      std::string key = oxg::Cat(upstream_tls ? "https://" : "http://", host, ":",
-                                 std::to_string(port));
+      std::string& key = upstream_key_;
+      key.assign(upstream_tls ? "https://" : "http://").append(host).append(":");
+      key.append(std::to_string(port));
       up_ = w_.pool.Take(key);
       if (!up_) {
         auto err = co_await ConnectUpstream(key, host, port, upstream_tls);
@@ -782,7 +784,8 @@ class Session : public std::enable_shared_from_this<Session> {
       const bool switching = resp.status == 101 && wants_upgrade;
       bool client_keep = req_keep_alive && request_done && resp.body != http::BodyKind::kUntilClose &&
                          !switching && !srv_.stopping_;
-      std::string head = ForwardResponseHead(resp, client_keep, client_http10, switching);
+      std::string& head = response_head_;
+      ForwardResponseHead(head, resp, client_keep, client_http10, switching);
       http::BodyKind body = is_head ? http::BodyKind::kNone : resp.body;
       uint64_t length = resp.content_length;
       const bool upstream_keep = resp.keep_alive;
@@ -855,7 +858,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void FinishExchange(CapturedExchange ex, bool capturing, const std::string& method,
                       const std::string& scheme, const std::string& host, uint16_t port,
-                      const std::string& origin, const std::string& url, int status,
+                      const std::string& origin, std::string& url, int status,
                       int seen_status, Mono::time_point started, const Tally& req_tally,
                       const Tally& resp_tally, tracing::Span& span) {
     double seconds = std::chrono::duration<double>(Mono::now() - started).count();
@@ -868,7 +871,7 @@ class Session : public std::enable_shared_from_this<Session> {
     ex.flow_id = NewUlid(srv_.clock_);
     ex.client_address = client_address_;
     ex.scheme = scheme == "wss" ? "https" : scheme == "ws" ? "http" : scheme;
-    ex.url = url;
+    ex.url = std::move(url);  // the exchange's last use of it
     ex.status = seen_status;
     ex.duration_ms = seconds * 1000.0;
     ex.request.body_length = req_tally.body;
@@ -956,21 +959,27 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // The head sent upstream: origin-form target, Host set to the target's authority for
   // absolute-form requests, end-to-end fields only.
-  static std::string ForwardRequestHead(const http::RequestHead& req, std::string_view origin,
-                                        std::string_view authority, bool replace_host) {
-    std::string out;
+  static void ForwardRequestHead(std::string& out, const http::RequestHead& req,
+                                 std::string_view origin, std::string_view authority,
+                                 bool replace_host) {
+    out.clear();
     out.reserve(req.head_size + 64);
     out.append(req.method).append(" ").append(origin).append(" HTTP/1.1\r\n");
     std::string_view host = replace_host || req.host_header.empty() ? authority : req.host_header;
     AppendEndToEnd(out, req.headers, req.upgrade, req.body, req.content_length, host);
     if (req.upgrade) out.append("Connection: Upgrade\r\n");
     out.append("\r\n");
-    return out;
   }
 
   static std::string ForwardResponseHead(const http::ResponseHead& resp, bool keep_alive,
                                          bool client_http10, bool switching) {
     std::string out;
+    ForwardResponseHead(out, resp, keep_alive, client_http10, switching);
+    return out;
+  }
+  static void ForwardResponseHead(std::string& out, const http::ResponseHead& resp,
+                                  bool keep_alive, bool client_http10, bool switching) {
+    out.clear();
     out.reserve(resp.head_size + 64);
     out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ").append(resp.reason);
     out.append("\r\n");
@@ -983,7 +992,6 @@ class Session : public std::enable_shared_from_this<Session> {
       out.append("Connection: keep-alive\r\n");
     }
     out.append("\r\n");
-    return out;
   }
 
   // --- upstream --------------------------------------------------------------------------------
@@ -1336,6 +1344,10 @@ class Session : public std::enable_shared_from_this<Session> {
   internal::ReadBuffer cbuf_;
   std::unique_ptr<Upstream> up_;
   std::string client_address_;
+  // Per-exchange scratch kept for its capacity.
+  std::string forward_head_;
+  std::string response_head_;
+  std::string upstream_key_;
 
   asio::steady_timer timer_;
   Mono::time_point deadline_ = Mono::time_point::max();
