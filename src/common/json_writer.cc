@@ -3,6 +3,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 
 namespace oxg {
 namespace {
@@ -93,11 +94,35 @@ void AppendControlEscape(std::string& out, uint8_t c) {
 
 }  // namespace
 
+namespace {
+
+// True when none of the 8 bytes of `x` needs a look: no control byte, no '"', no '\\', no byte
+// >= 0x80 (the classic "has a byte less than n / equal to zero" word tricks).
+inline bool AllPlain(uint64_t x) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHigh = 0x8080808080808080ULL;
+  const uint64_t quote = x ^ (kOnes * '"');
+  const uint64_t backslash = x ^ (kOnes * '\\');
+  const uint64_t special = ((x - kOnes * 0x20) & ~x) | ((quote - kOnes) & ~quote) |
+                           ((backslash - kOnes) & ~backslash) | x;
+  return (special & kHigh) == 0;
+}
+
+}  // namespace
+
 void AppendJsonEscaped(std::string& out, std::string_view s) {
   size_t run_start = 0;  // start of the pending run of bytes copied verbatim
   size_t i = 0;
   const size_t n = s.size();
   while (i < n) {
+    // Most text is plain ASCII: step over it a word at a time.
+    while (i + 8 <= n) {
+      uint64_t x;
+      std::memcpy(&x, s.data() + i, 8);
+      if (!AllPlain(x)) break;
+      i += 8;
+    }
+    if (i >= n) break;
     const uint8_t c = static_cast<uint8_t>(s[i]);
     if (kPlain[c]) {
       ++i;
