@@ -2,9 +2,10 @@
 // The capture proxy: an HTTP/1.1 forward proxy with CONNECT and TLS interception. Asio and
 // OpenSSL stay inside the .cc files; this header is cheap to include.
 //
-// Threads: `workers` I/O threads, each with its own event loop and its own listening socket on
-// the same address (SO_REUSEPORT), so a connection lives on one thread for its whole life,
-// together with the upstream connections it uses (pooled per thread: no locks on the hot path).
+// Threads: `workers` I/O threads, each with its own event loop. One listening socket (so a busy
+// port is an error, never a silent share) hands accepted connections to the workers in turn; a
+// connection lives on one worker for its whole life, together with the upstream connections it
+// uses (pooled per worker: no locks on the hot path).
 #include <chrono>
 #include <cstdint>
 #include <memory>

@@ -504,6 +504,56 @@ class ConnectionHandlingTest(ProxyCase):
             self.assertEqual((status, body), (200, b"hello from upstream\n"))
         self.assertEqual(up.accepted, 2)
 
+    def test_early_answer_to_expect_never_lends_the_connection_out(self):
+        # An origin answers a POST with Expect: 100-continue at once, without reading the body.
+        # That connection still owes the origin a body, so it must not carry the next request.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        seen = []  # (connection number, first bytes received)
+        first_closed = threading.Event()
+
+        def origin():
+            for n in range(2):
+                conn, _ = listener.accept()
+                conn.settimeout(10)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                seen.append((n, data))
+                if n == 0:
+                    conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+                    try:
+                        while conn.recv(4096):
+                            pass  # the proxy must close this one
+                        first_closed.set()
+                    except OSError:
+                        first_closed.set()
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                conn.close()
+
+        t = threading.Thread(target=origin, daemon=True)
+        t.start()
+        try:
+            d = self.start_proxy(workers=1)
+            s = d.raw()
+            s.sendall(b"POST http://127.0.0.1:%d/upload HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 40\r\nExpect: 100-continue\r\n\r\n" % port)
+            status, _, _ = read_http_response(s)
+            self.assertEqual(status, 401)
+            s.close()
+            self.assertTrue(first_closed.wait(10), "the proxy kept the owing connection open")
+            c = d.conn()
+            status, body, _ = self.get(c, "http://127.0.0.1:%d/next" % port)
+            self.assertEqual((status, body), (200, b"ok"))
+            self.assertEqual([n for n, _ in seen], [0, 1])
+            self.assertTrue(seen[1][1].startswith(b"GET /next HTTP/1.1\r\n"), seen[1][1][:80])
+        finally:
+            listener.close()
+            t.join(timeout=10)
+
     def test_upstream_closing_mid_body_ends_the_client_connection(self):
         up = self.upstream()
         d = self.start_proxy()

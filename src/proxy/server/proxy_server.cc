@@ -136,6 +136,7 @@ struct Upstream {
   internal::ReadBuffer buf;
   std::string remote_ip;
   bool reused = false;
+  std::chrono::steady_clock::time_point idle_since;
 };
 
 // Idle upstream connections of one worker, per "scheme://host:port". Worker-thread only.
@@ -150,6 +151,7 @@ class Pool {
     while (!list.empty()) {
       std::unique_ptr<Upstream> u = std::move(list.back());
       list.pop_back();
+      --total_;
       if (StillUsable(*u)) {
         u->reused = true;
         return u;
@@ -161,20 +163,24 @@ class Pool {
 
   void Put(std::unique_ptr<Upstream> u) {
     auto& list = idle_[u->key];
-    if (list.size() >= per_host_) {
+    if (list.size() >= per_host_ || total_ >= kMaxIdlePerWorker) {
       u->conn.Close();
       return;
     }
+    u->idle_since = Mono::now();
     list.push_back(std::move(u));
+    ++total_;
   }
 
-  // Drops idle connections the upstream has closed.
+  // Drops idle connections the upstream has closed or that sat idle too long.
   void Sweep() {
+    const auto oldest = Mono::now() - kMaxIdleAge;
     for (auto it = idle_.begin(); it != idle_.end();) {
       auto& list = it->second;
-      std::erase_if(list, [](std::unique_ptr<Upstream>& u) {
-        if (StillUsable(*u)) return false;
+      std::erase_if(list, [&](std::unique_ptr<Upstream>& u) {
+        if (u->idle_since > oldest && StillUsable(*u)) return false;
         u->conn.Close();
+        --total_;
         return true;
       });
       it = list.empty() ? idle_.erase(it) : std::next(it);
@@ -186,6 +192,7 @@ class Pool {
       for (auto& u : list) u->conn.Close();
     }
     idle_.clear();
+    total_ = 0;
   }
 
  private:
@@ -200,7 +207,10 @@ class Pool {
     return errno == EAGAIN || errno == EWOULDBLOCK;
   }
 
+  static constexpr size_t kMaxIdlePerWorker = 512;
+  static constexpr auto kMaxIdleAge = std::chrono::seconds(60);
   size_t per_host_;
+  size_t total_ = 0;
   std::unordered_map<std::string, std::vector<std::unique_ptr<Upstream>>> idle_;
 };
 
@@ -448,6 +458,8 @@ class Session : public std::enable_shared_from_this<Session> {
         client_(std::move(socket)),
         cbuf_(kInitialBuffer),
         timer_(worker.ioc) {
+    srv_.live_.fetch_add(1);
+    srv_.metrics_.active.Inc(1);
     error_code ec;
     client_.sock.set_option(tcp::no_delay(true), ec);
     auto ep = client_.sock.remote_endpoint(ec);
@@ -498,6 +510,7 @@ class Session : public std::enable_shared_from_this<Session> {
           break;
         case Side::kUpstream:
           upstream_timed_out_ = true;
+          if (resolver_) resolver_->cancel();
           if (up_) up_->conn.Close();
           break;
         case Side::kExpect:
@@ -553,9 +566,24 @@ class Session : public std::enable_shared_from_this<Session> {
                                    : srv_.options_.client_io_timeout;
   }
 
+  // Answers and ends the connection. Unread request bytes would make the kernel reset the
+  // connection, and the client could lose the answer: so the sending side is shut first and
+  // what the client still sends is read and dropped, for at most a second and 1 MiB.
   awaitable<void> SendAndClose(std::string response) {
     Arm(srv_.options_.client_io_timeout, Side::kClient);
-    co_await client_.Write(asio::buffer(response));
+    auto [ec, n] = co_await client_.Write(asio::buffer(response));
+    if (ec || client_.tls) co_return;
+    error_code ignored;
+    client_.sock.shutdown(tcp::socket::shutdown_send, ignored);
+    Arm(std::chrono::seconds(1), Side::kClient);
+    size_t drained = 0;
+    while (drained < (1u << 20)) {
+      cbuf_.Consume(cbuf_.size());
+      auto [space, len] = cbuf_.Prepare(kInitialBuffer);
+      auto [rec, rn] = co_await client_.ReadSome(space, len);
+      if (rec || rn == 0) break;
+      drained += rn;
+    }
   }
 
   // --- the connection loop ---------------------------------------------------------------------
@@ -675,6 +703,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const bool req_keep_alive = req.keep_alive;
     const bool expect_continue = req.expect_continue && req_body != http::BodyKind::kNone;
     const bool wants_upgrade = req.upgrade;
+    upgrade_requested_ = wants_upgrade;
     const bool client_http10 = req.version_minor == 0;
     std::string& forward = forward_head_;  // reused: no allocation once it has grown
     ForwardRequestHead(forward, req, origin, authority,
@@ -694,12 +723,20 @@ class Session : public std::enable_shared_from_this<Session> {
       span.SetAttribute("http.response.status_code", static_cast<int64_t>(final_status));
     };
 
-    do {
+    // A pooled connection the upstream closed meanwhile fails at once; a request that can be
+    // sent again safely (idempotent method, no body, nothing of the answer received) then
+    // gets one more try on a new connection (RFC 9110 §9.2.2).
+    const bool retryable = req_body == http::BodyKind::kNone &&
+                           (method == "GET" || method == "HEAD" || method == "OPTIONS" ||
+                            method == "TRACE" || method == "PUT" || method == "DELETE");
+    for (int attempt = 0;; ++attempt) {
       // Upstream connection: pooled or new.
       std::string& key = upstream_key_;
       key.assign(upstream_tls ? "https://" : "http://").append(host).append(":");
       key.append(std::to_string(port));
-      up_ = w_.pool.Take(key);
+      upstream_timed_out_ = false;
+      // A retry never takes another pooled connection: it may be just as stale.
+      up_ = attempt == 0 ? w_.pool.Take(key) : nullptr;
       if (!up_) {
         auto err = co_await ConnectUpstream(key, host, port, upstream_tls);
         if (err) {
@@ -742,6 +779,10 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (pr == PumpResult::kToFailed && !resp_head) {
         // Writing to the upstream failed; a reused connection may simply have gone stale.
+        if (retryable && attempt == 0 && up_->reused && !upstream_timed_out_) {
+          up_->conn.Close();
+          continue;
+        }
         UpstreamError e = upstream_timed_out_ ? UpstreamError::kTimeout : UpstreamError::kReset;
         co_await UpstreamFailed(e, "the upstream closed the connection while receiving the request",
                                 request_done && req_keep_alive, &span, &error_kind, &outcome);
@@ -752,6 +793,11 @@ class Session : public std::enable_shared_from_this<Session> {
       // The response head (after any interim responses).
       if (!resp_head) {
         auto got = co_await ReadFinalResponse(method, &resp_head, &resp_tally);
+        if (!got && retryable && attempt == 0 && up_->reused && !upstream_timed_out_ &&
+            !resp_protocol_error_ && up_->buf.empty() && resp_tally.wire == 0) {
+          up_->conn.Close();
+          continue;
+        }
         if (!got) {
           UpstreamError e = upstream_timed_out_ ? UpstreamError::kTimeout
                             : resp_protocol_error_ ? UpstreamError::kProtocol
@@ -817,11 +863,13 @@ class Session : public std::enable_shared_from_this<Session> {
         co_await Relay();
         co_return Outcome::kClose;
       }
-      if (response_done && upstream_keep && up_->buf.empty() && !srv_.stopping_) {
+      if (response_done && request_done && upstream_keep && up_->buf.empty() &&
+          !srv_.stopping_) {
         w_.pool.Put(std::move(up_));
       }
       if (!client_keep) outcome = Outcome::kClose;
-    } while (false);
+      break;
+    }
 
     if (up_) {
       up_->conn.Close();
@@ -1008,9 +1056,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!ec) {
       endpoints.emplace_back(literal, port);
     } else {
-      tcp::resolver resolver(w_.ioc);
+      resolver_.emplace(w_.ioc);
       Arm(srv_.options_.upstream_timeout, Side::kUpstream);
-      auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), kTuple);
+      auto [rec, results] = co_await resolver_->async_resolve(host, std::to_string(port), kTuple);
+      resolver_.reset();
+      if (upstream_timed_out_) {
+        co_return Failure({UpstreamError::kTimeout,
+                           oxg::Cat("resolving ", host, " timed out")});
+      }
       if (rec) {
         co_return Failure({UpstreamError::kConnect,
                            oxg::Cat("cannot resolve ", host, ": ", rec.message())});
@@ -1166,6 +1219,12 @@ class Session : public std::enable_shared_from_this<Session> {
       if (st != http::ParseStatus::kComplete) {
         resp_protocol_error_ = true;
         resp_error_reason_ = st == http::ParseStatus::kError ? perr.reason : "head too large";
+        co_return false;
+      }
+      if (resp.status == 101 && !upgrade_requested_) {
+        // Switching protocols nobody asked for: the connection is no longer HTTP.
+        resp_protocol_error_ = true;
+        resp_error_reason_ = "101 Switching Protocols without an upgrade request";
         co_return false;
       }
       if (resp.status >= 200 || resp.status == 101) {
@@ -1349,6 +1408,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string response_head_;
   std::string upstream_key_;
 
+  std::optional<tcp::resolver> resolver_;  // while a name is being resolved
   asio::steady_timer timer_;
   Mono::time_point deadline_ = Mono::time_point::max();
   Side waiting_ = Side::kClient;
@@ -1356,6 +1416,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool upstream_timed_out_ = false;
   bool expect_timed_out_ = false;
   bool resp_protocol_error_ = false;
+  bool upgrade_requested_ = false;  // the current request asked for an Upgrade
   std::string_view resp_error_reason_;
   bool in_scope_ = true;       // of the current exchange
   bool scope_decided_ = false;  // in_scope_ was decided for the current exchange
@@ -1439,9 +1500,8 @@ awaitable<void> ProxyServer::Impl::Accept() {
       socket.close(ignored);
       continue;
     }
-    live_.fetch_add(1);
-    metrics_.active.Inc(1);
     asio::post(w.ioc, [this, &w, s = std::move(socket)]() mutable {
+      if (stopping_) return;  // the socket closes with the lambda
       Session::Launch(*this, w, std::move(s));
     });
   }
