@@ -594,6 +594,21 @@ class ConnectionHandlingTest(ProxyCase):
         self.assertTrue(closed, "an HTTP/1.0 request without keep-alive must end the connection")
         self.assertTrue(data.endswith(b"\r\n\r\nhello from upstream\n"), data)
 
+    def test_http10_client_gets_chunked_bodies_dechunked(self):
+        up = self.upstream()
+        d = self.start_proxy()
+        s = d.raw()
+        s.sendall(b"GET " + up.url("/chunked?bytes=50000").encode() +
+                  b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, data, closed = read_http_response(s)
+        self.assertEqual(status, 200, data[:200])
+        self.assertTrue(closed, "a de-chunked body is delimited by the end of the connection")
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertNotIn(b"transfer-encoding", head.lower())
+        self.assertIn(b"connection: close", head.lower())
+        expected = b"".join(pu.generated_blocks(50000, "x"))
+        self.assertEqual(hashlib.sha256(body).hexdigest(), hashlib.sha256(expected).hexdigest())
+
     def test_absolute_url_without_path_asks_the_origin_for_slash(self):
         up = self.upstream()
         d = self.start_proxy()

@@ -798,6 +798,11 @@ class Session : public std::enable_shared_from_this<Session> {
           up_->conn.Close();
           continue;
         }
+        if (!got && client_gone_) {
+          error_kind = "client_closed";
+          outcome = Outcome::kClose;
+          break;
+        }
         if (!got) {
           UpstreamError e = upstream_timed_out_ ? UpstreamError::kTimeout
                             : resp_protocol_error_ ? UpstreamError::kProtocol
@@ -828,17 +833,21 @@ class Session : public std::enable_shared_from_this<Session> {
       resp_tally.wire += resp.head_size;
 
       const bool switching = resp.status == 101 && wants_upgrade;
+      // An HTTP/1.0 client cannot read chunked framing (RFC 9112 §6.1): it gets the payload
+      // alone, delimited by the end of the connection.
+      const bool dechunk = client_http10 && !is_head && resp.body == http::BodyKind::kChunked;
       bool client_keep = req_keep_alive && request_done && resp.body != http::BodyKind::kUntilClose &&
-                         !switching && !srv_.stopping_;
+                         !switching && !dechunk && !srv_.stopping_;
       std::string& head = response_head_;
-      ForwardResponseHead(head, resp, client_keep, client_http10, switching);
+      ForwardResponseHead(head, resp, client_keep, client_http10, switching,
+                          dechunk ? http::BodyKind::kUntilClose : resp.body);
       http::BodyKind body = is_head ? http::BodyKind::kNone : resp.body;
       uint64_t length = resp.content_length;
       const bool upstream_keep = resp.keep_alive;
       up_->buf.Consume(resp.head_size);
 
       PumpResult rp = co_await Pump(up_->conn, up_->buf, Side::kUpstream, client_, Side::kClient,
-                                    body, length, &resp_tally, head);
+                                    body, length, &resp_tally, head, dechunk);
       if (rp == PumpResult::kOk) response_done = true;
       if (rp == PumpResult::kToFailed) {
         error_kind = "client_closed";
@@ -1022,16 +1031,19 @@ class Session : public std::enable_shared_from_this<Session> {
   static std::string ForwardResponseHead(const http::ResponseHead& resp, bool keep_alive,
                                          bool client_http10, bool switching) {
     std::string out;
-    ForwardResponseHead(out, resp, keep_alive, client_http10, switching);
+    ForwardResponseHead(out, resp, keep_alive, client_http10, switching, resp.body);
     return out;
   }
+  // `framing` is how the body goes to the client (the upstream's, or kUntilClose when the
+  // proxy removes chunked framing for an HTTP/1.0 client).
   static void ForwardResponseHead(std::string& out, const http::ResponseHead& resp,
-                                  bool keep_alive, bool client_http10, bool switching) {
+                                  bool keep_alive, bool client_http10, bool switching,
+                                  http::BodyKind framing) {
     out.clear();
     out.reserve(resp.head_size + 64);
     out.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ").append(resp.reason);
     out.append("\r\n");
-    AppendEndToEnd(out, resp.headers, switching, resp.body, resp.content_length, std::nullopt);
+    AppendEndToEnd(out, resp.headers, switching, framing, resp.content_length, std::nullopt);
     if (switching) {
       out.append("Connection: Upgrade\r\n");
     } else if (!keep_alive) {
@@ -1196,6 +1208,7 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<bool> ReadFinalResponse(const std::string& method,
                                     std::optional<http::ResponseHead>* out, Tally* tally) {
     resp_protocol_error_ = false;
+    client_gone_ = false;
     for (;;) {
       bool got_bytes = false;
       bool ok = co_await ReadHead(up_->conn, up_->buf, Side::kUpstream,
@@ -1236,7 +1249,10 @@ class Session : public std::enable_shared_from_this<Session> {
       up_->buf.Consume(resp.head_size);
       Arm(srv_.options_.client_io_timeout, Side::kClient);
       auto [ec, n] = co_await client_.Write(asio::buffer(interim));
-      if (ec) co_return false;
+      if (ec) {
+        client_gone_ = true;  // the client's fault, not the upstream's
+        co_return false;
+      }
     }
   }
 
@@ -1244,7 +1260,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // the first body bytes. Bytes after the body stay in `buf`.
   awaitable<PumpResult> Pump(Conn& from, internal::ReadBuffer& buf, Side from_side, Conn& to,
                              Side to_side, http::BodyKind kind, uint64_t length, Tally* tally,
-                             std::string_view prefix) {
+                             std::string_view prefix, bool dechunk = false) {
     http::ChunkedDecoder chunked;
     uint64_t left = kind == http::BodyKind::kLength ? length : 0;
     bool done = kind == http::BodyKind::kNone || (kind == http::BodyKind::kLength && left == 0);
@@ -1262,8 +1278,11 @@ class Session : public std::enable_shared_from_this<Session> {
             finished_now = left == 0;
             break;
           case http::BodyKind::kChunked: {
-            auto r = chunked.Feed(avail, &take,
-                                  [&](std::string_view piece) { tally->Payload(piece); });
+            dechunked_.clear();
+            auto r = chunked.Feed(avail, &take, [&](std::string_view piece) {
+              tally->Payload(piece);
+              if (dechunk) dechunked_.append(piece);
+            });
             if (r == http::ChunkedDecoder::Result::kError) co_return PumpResult::kProtocol;
             finished_now = r == http::ChunkedDecoder::Result::kDone;
             break;
@@ -1279,8 +1298,10 @@ class Session : public std::enable_shared_from_this<Session> {
       if (take > 0 || !prefix.empty()) {
         tally->wire += take;
         Arm(IoTimeout(to_side), to_side);
-        std::array<asio::const_buffer, 2> out = {asio::buffer(prefix),
-                                                 asio::buffer(buf.view().data(), take)};
+        std::array<asio::const_buffer, 2> out = {
+            asio::buffer(prefix),
+            dechunk ? asio::const_buffer(dechunked_.data(), dechunked_.size())
+                    : asio::const_buffer(buf.view().data(), take)};
         auto [ec, n] = co_await to.Write(out);
         if (ec) co_return PumpResult::kToFailed;
         buf.Consume(take);
@@ -1407,6 +1428,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string forward_head_;
   std::string response_head_;
   std::string upstream_key_;
+  std::string dechunked_;  // payload of chunked bytes, for HTTP/1.0 clients
 
   std::optional<tcp::resolver> resolver_;  // while a name is being resolved
   asio::steady_timer timer_;
@@ -1417,6 +1439,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool expect_timed_out_ = false;
   bool resp_protocol_error_ = false;
   bool upgrade_requested_ = false;  // the current request asked for an Upgrade
+  bool client_gone_ = false;        // a write to the client failed while reading the answer
   std::string_view resp_error_reason_;
   bool in_scope_ = true;       // of the current exchange
   bool scope_decided_ = false;  // in_scope_ was decided for the current exchange
