@@ -267,6 +267,32 @@ void Redactor::AddLiteral(std::string_view secret) {
                    [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
 }
 
+std::optional<std::string> Redactor::RedactIfNeeded(std::string_view text) const {
+  bool literal_hit = false;
+  {
+    std::shared_lock lock(literals_mu_);
+    for (const std::string& literal : literals_) {
+      if (!literal.empty() && text.find(literal) != std::string_view::npos) {
+        literal_hit = true;
+        break;
+      }
+    }
+  }
+  if (!literal_hit) {
+    const CompiledSet& set = PatternSet();
+    if (set.ok) {
+      // The cheap question first: may stop at the first match, makes no copy.
+      re2::RE2::Set::ErrorInfo info{re2::RE2::Set::kNoError};
+      if (!set.set.Match(text, nullptr, &info) && info.kind == re2::RE2::Set::kNoError) {
+        return std::nullopt;
+      }
+    }
+  }
+  std::string masked = Redact(text);
+  if (masked == text) return std::nullopt;
+  return masked;
+}
+
 std::string Redactor::Redact(std::string_view text) const {
   std::string cur(text);
   std::string next;

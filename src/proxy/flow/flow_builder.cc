@@ -194,8 +194,9 @@ void SanitizeHeaderValues(std::span<const HeaderField> headers, const Redactor& 
     ++lines;
   }
   if (lines > 0) {
-    const std::string masked = redactor.Redact(text);
-    if (masked == text) {
+    const std::optional<std::string> redacted = redactor.RedactIfNeeded(text);
+    const std::string& masked = redacted ? *redacted : text;
+    if (!redacted) {
       // The usual case: nothing to mask; copy the cleaned values back.
       size_t pos = 0;
       for (size_t i = 0; i < headers.size(); ++i) {
@@ -324,11 +325,13 @@ FlowPayloads BuildFlowPayloads(const HttpMessage& message, const FlowOptions& op
   if (!body.empty() && !encoded &&
       (has_content_type ? IsTextMediaType(content_type)
                         : body.find('\0') == std::string_view::npos)) {
-    sanitized_body_storage = redactor.Redact(body);
-    const size_t before = CountRedacted(body);
-    const size_t after = CountRedacted(sanitized_body_storage);
-    if (after > before && stats != nullptr) Count(&stats->body_secret, after - before);
-    sanitized_body = sanitized_body_storage;
+    if (std::optional<std::string> masked = redactor.RedactIfNeeded(body)) {
+      sanitized_body_storage = *std::move(masked);
+      const size_t before = CountRedacted(body);
+      const size_t after = CountRedacted(sanitized_body_storage);
+      if (after > before && stats != nullptr) Count(&stats->body_secret, after - before);
+      sanitized_body = sanitized_body_storage;
+    }
   }
 
   // Heads.
@@ -394,11 +397,12 @@ FlowPayloads BuildFlowPayloads(const HttpMessage& message, const FlowOptions& op
   // Secrets elsewhere in the head (a token in the target's query, a password in a Referer
   // URL). Redaction is idempotent, so the credentials masked above stay as they are.
   {
-    std::string masked = redactor.Redact(san);
-    const size_t before = CountRedacted(san);
-    const size_t after = CountRedacted(masked);
-    if (after > before) header_redactions += after - before;
-    san = std::move(masked);
+    if (std::optional<std::string> masked = redactor.RedactIfNeeded(san)) {
+      const size_t before = CountRedacted(san);
+      const size_t after = CountRedacted(*masked);
+      if (after > before) header_redactions += after - before;
+      san = *std::move(masked);
+    }
   }
 
   raw.append("\r\n");
@@ -417,23 +421,25 @@ FlowPayloads BuildFlowPayloads(const HttpMessage& message, const FlowOptions& op
 }
 
 void AppendFlowLogLine(std::string& out, const FlowRecord& record) {
-  std::string b64;
-  auto quoted_base64 = [&b64](std::string_view payload) -> std::string_view {
-    b64.clear();
-    b64.reserve((payload.size() + 2) / 3 * 4 + 2);
-    b64.push_back('"');
-    AppendBase64(b64, payload);
-    b64.push_back('"');
-    return b64;
-  };
   JsonWriter w(out);
+  // Base64 text needs no escaping: it goes straight into the line, between the quotes the
+  // writer opens (no temporary copy of a payload-sized string).
+  auto quoted_base64 = [&](std::string_view payload) {
+    w.Raw("\"");
+    AppendBase64(out, payload);
+    out.push_back('"');
+  };
   w.BeginObject();
   w.Key("id").String(record.id);
   w.Key("sequence").Uint(record.sequence);
   w.Key("type").String(record.type == FlowType::kRequest ? "FLOW_REQUEST" : "FLOW_RESPONSE");
   w.Key("timestamp_unix_nano").Int(record.timestamp_unix_nano);
-  w.Key("sanitized_base64").Raw(quoted_base64(record.sanitized));
-  if (record.raw.has_value()) w.Key("raw_base64").Raw(quoted_base64(*record.raw));
+  w.Key("sanitized_base64");
+  quoted_base64(record.sanitized);
+  if (record.raw.has_value()) {
+    w.Key("raw_base64");
+    quoted_base64(*record.raw);
+  }
   w.Key("raw_body_bytes").Uint(record.raw_body_bytes);
   w.Key("raw_body_truncated").Bool(record.raw_body_truncated);
   w.Key("trace_id").String(record.trace_id);

@@ -428,7 +428,10 @@ class FlowPipeline::Impl {
     w.Key("client_address").String(e.client_address);
     w.Key("scheme").String(e.scheme);
     w.Key("method").String(e.method);
-    w.Key("url").String(Redactor::Default().Redact(e.url));
+    {
+      std::optional<std::string> url = Redactor::Default().RedactIfNeeded(e.url);
+      w.Key("url").String(url ? std::string_view(*url) : std::string_view(e.url));
+    }
     w.Key("status").Int(e.status);
     w.Key("duration_ms").Double(e.duration_ms);
     w.Key("request_bytes").Uint(e.request.wire_bytes);

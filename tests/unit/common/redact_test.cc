@@ -274,4 +274,33 @@ TEST(IsSecretKeyTest, Table) {
 }
 
 }  // namespace
+// RedactIfNeeded agrees with Redact on every text: nothing when Redact would change nothing,
+// Redact's result otherwise (patterns and literals alike).
+TEST(RedactTest, RedactIfNeededAgreesWithRedact) {
+  Redactor r;
+  r.AddLiteral("literal-secret-12345");
+  const std::string texts[] = {
+      "",
+      "Host: example.com\r\nAccept: */*\r\n",
+      "{\"items\":[1,2,3],\"note\":\"nothing here\"}",
+      "Authorization: Bearer abc.def.ghi",
+      "password=hunter2&user=bob",
+      "see literal-secret-12345 here",
+      "token: [REDACTED]",
+      "AKIAABCDEFGHIJKLMNOP",
+  };
+  for (const std::string& text : texts) {
+    const std::string full = r.Redact(text);
+    const std::optional<std::string> maybe = r.RedactIfNeeded(text);
+    if (full == text) {
+      EXPECT_FALSE(maybe.has_value()) << text;
+    } else {
+      ASSERT_TRUE(maybe.has_value()) << text;
+      EXPECT_EQ(*maybe, full) << text;
+    }
+  }
+  EXPECT_FALSE(r.RedactIfNeeded("plain words only").has_value());
+  EXPECT_TRUE(r.RedactIfNeeded("password=hunter2").has_value());
+}
+
 }  // namespace oxg
