@@ -4,7 +4,9 @@
 #include <iostream>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "cli/plugin_tool.h"
 #include "cli/proxy_ca_tool.h"
 #include "common/build_info.h"
 #include "telemetry/tracing/trace_tool.h"
@@ -96,6 +98,19 @@ int main(int argc, char** argv) {
                        "Add it to the NSS database in this directory with certutil (a Firefox "
                        "profile, or ~/.pki/nssdb for Chrome); needs libnss3-tools.");
   proxy_ca->callback([&] { rc = oxg::cli::ProxyCa(ca_options, std::cout, std::cerr); });
+
+  // plugin: tools around plugins.
+  CLI::App* plugin = app.add_subcommand("plugin", "Plugin tools (validate: check manifests).");
+  plugin->require_subcommand(1);
+  std::vector<std::string> manifest_paths;
+  CLI::App* plugin_validate = plugin->add_subcommand(
+      "validate",
+      "Check plugin manifests the way 0xgend reads them: each PATH is a manifest.json or a "
+      "plugins directory (every <dir>/*/manifest.json). Exit 0 when all are valid, 2 otherwise.");
+  plugin_validate->add_option("path", manifest_paths, "Manifest files or plugins directories.")
+      ->required();
+  plugin_validate->callback(
+      [&] { rc = oxg::cli::PluginValidate(manifest_paths, std::cout, std::cerr); });
 
   // CLI11 would only say that a subcommand is required; name the word it did not know.
   if (argc > 1 && argv[1][0] != '-') {

@@ -175,6 +175,54 @@ def slurp(path):
         return f.read()
 
 
+class PluginValidateTest(it.IntegrationCase):
+    """0xgenctl plugin validate: the manifest checks of the daemon, from the command line."""
+
+    def write(self, sub, text):
+        d = os.path.join(self.tmp, "plugins", sub)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "manifest.json")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_valid_directory(self):
+        good = self.write("hello", '{"name":"example-hello","version":"0.1.0","command":"run",'
+                                   '"capabilities":["CAP_EMIT_FINDINGS","CAP_FLOW_INSPECT"],'
+                                   '"subscriptions":["FLOW_RESPONSE"]}')
+        rc, out, err = self.run_to_exit("0xgenctl", ["plugin", "validate",
+                                                     os.path.join(self.tmp, "plugins")])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, "ok: %s (example-hello 0.1.0)\n" % good)
+        self.assertEqual(err, "")
+
+    def test_invalid_manifest_names_file_field_and_reason(self):
+        self.write("a", '{"name":"a","version":"1","command":"run"}')
+        bad = self.write("b", '{"name":"b","version":"1","command":"run",'
+                              '"subscriptions":["FLOW_REQUEST_RAW"],'
+                              '"capabilities":["CAP_FLOW_INSPECT"]}')
+        rc, out, err = self.run_to_exit("0xgenctl", ["plugin", "validate",
+                                                     os.path.join(self.tmp, "plugins")])
+        self.assertEqual(rc, 2)
+        self.assertIn("ok: ", out)
+        self.assertEqual(err, "0xgenctl plugin validate: %s: subscriptions[0]: FLOW_REQUEST_RAW "
+                              "needs CAP_FLOW_INSPECT_RAW in capabilities\n" % bad)
+        rc, _, err = self.run_to_exit("0xgenctl", ["plugin", "validate", bad])
+        self.assertEqual(rc, 2)
+        self.assertIn(bad + ": subscriptions[0]", err)
+
+    def test_missing_path_and_empty_directory(self):
+        missing = os.path.join(self.tmp, "nope")
+        rc, _, err = self.run_to_exit("0xgenctl", ["plugin", "validate", missing])
+        self.assertEqual(rc, 2)
+        self.assertEqual(err, "0xgenctl plugin validate: %s: no such file or directory\n" % missing)
+        empty = os.path.join(self.tmp, "empty")
+        os.makedirs(empty)
+        rc, _, err = self.run_to_exit("0xgenctl", ["plugin", "validate", empty])
+        self.assertEqual(rc, 2)
+        self.assertIn("no manifest found", err)
+
+
 class ProxyCaTest(it.IntegrationCase):
     """0xgenctl proxy ca: prints, checks and installs the interception CA certificate."""
 
