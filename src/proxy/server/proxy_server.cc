@@ -288,11 +288,16 @@ bool IsIpLiteral(std::string_view host) {
   return !ec;
 }
 
-std::string FormatEndpoint(const tcp::endpoint& ep) {
-  auto addr = ep.address();
+// An IPv4-mapped IPv6 address (::ffff:1.2.3.4, what a dual-stack socket reports) as IPv4.
+asio::ip::address Unmapped(asio::ip::address addr) {
   if (addr.is_v6() && addr.to_v6().is_v4_mapped()) {
-    addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
   }
+  return addr;
+}
+
+std::string FormatEndpoint(const tcp::endpoint& ep) {
+  const auto addr = Unmapped(ep.address());
   if (addr.is_v6()) return oxg::Cat("[", addr.to_string(), "]:", std::to_string(ep.port()));
   return oxg::Cat(addr.to_string(), ":", std::to_string(ep.port()));
 }
@@ -764,7 +769,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
 
       // Send the head (plus whatever body bytes already arrived) and the body.
-      PumpResult pr = co_await SendRequest(forward, req_body, req_length, expect_continue,
+      PumpResult pr = co_await SendRequest(method, forward, req_body, req_length, expect_continue,
                                            &req_tally, &resp_head, &request_done);
       if (pr == PumpResult::kFromFailed) {  // the client went away mid-body
         error_kind = "client_closed";
@@ -1095,13 +1100,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                   cec.message())});
     }
     up_->conn.sock.set_option(tcp::no_delay(true), ec);
-    {
-      auto addr = ep.address();
-      if (addr.is_v6() && addr.to_v6().is_v4_mapped()) {
-        addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
-      }
-      up_->remote_ip = addr.to_string();
-    }
+    up_->remote_ip = Unmapped(ep.address()).to_string();
     if (!use_tls) co_return std::nullopt;
 
     up_->conn.tls = std::make_unique<TlsStream>(up_->conn.sock, srv_.client_tls_);
@@ -1137,7 +1136,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Sends the request head and body upstream. With Expect: 100-continue the body waits for the
   // upstream's 100 (at most kExpectWait); a final answer instead ends up in *early_response.
-  awaitable<PumpResult> SendRequest(const std::string& head, http::BodyKind body, uint64_t length,
+  awaitable<PumpResult> SendRequest(const std::string& method, const std::string& head,
+                                    http::BodyKind body, uint64_t length,
                                     bool expect_continue, Tally* tally,
                                     std::optional<http::ResponseHead>* early_response,
                                     bool* request_done) {
@@ -1153,7 +1153,6 @@ class Session : public std::enable_shared_from_this<Session> {
     // Wait briefly for the upstream's interim or final answer.
     expect_timed_out_ = false;
     for (;;) {
-      bool got_bytes = false;
       size_t scanned = 0;
       bool complete = HeadComplete(up_->buf.view(), 0);
       while (!complete) {
@@ -1166,42 +1165,41 @@ class Session : public std::enable_shared_from_this<Session> {
           co_return PumpResult::kToFailed;
         }
         up_->buf.Commit(rn);
-        got_bytes = true;
         complete = HeadComplete(up_->buf.view(), scanned);
         scanned = up_->buf.size();
       }
-      (void)got_bytes;
       if (!complete) break;
       http::ResponseHead resp;
       http::ParseError perr;
-      if (http::ParseResponseHead(up_->buf.view(), "POST", srv_.limits_, &resp, &perr) !=
+      if (http::ParseResponseHead(up_->buf.view(), method, srv_.limits_, &resp, &perr) !=
           http::ParseStatus::kComplete) {
         co_return PumpResult::kToFailed;
-      }
-      if (resp.status == 100) {
-        std::string interim = ForwardResponseHead(resp, true, false, false);
-        up_->buf.Consume(resp.head_size);
-        Arm(srv_.options_.client_io_timeout, Side::kClient);
-        auto [wec, wn] = co_await client_.Write(asio::buffer(interim));
-        if (wec) co_return PumpResult::kFromFailed;
-        break;
       }
       if (resp.status >= 200) {
         // A final answer before the body: the body is never sent, the client connection closes.
         *early_response = std::move(resp);
         co_return PumpResult::kOk;
       }
-      // Another interim response: pass it on and keep waiting.
-      std::string interim = ForwardResponseHead(resp, true, false, false);
-      up_->buf.Consume(resp.head_size);
-      Arm(srv_.options_.client_io_timeout, Side::kClient);
-      auto [wec, wn] = co_await client_.Write(asio::buffer(interim));
-      if (wec) co_return PumpResult::kFromFailed;
+      // An interim response: pass it on; after the 100 the body goes, after others keep waiting.
+      if (!co_await RelayInterim(resp, nullptr)) co_return PumpResult::kFromFailed;
+      if (resp.status == 100) break;
     }
     PumpResult r = co_await Pump(client_, cbuf_, Side::kClient, up_->conn, Side::kUpstream, body,
                                  length, tally, {});
     if (r == PumpResult::kOk) *request_done = true;
     co_return r;
+  }
+
+  // Passes an interim (1xx) response on to the client and drops it from the upstream buffer.
+  // False when the client is gone.
+  awaitable<bool> RelayInterim(const http::ResponseHead& resp, Tally* tally) {
+    std::string interim = ForwardResponseHead(resp, true, false, false);
+    if (tally != nullptr) tally->wire += resp.head_size;
+    up_->buf.Consume(resp.head_size);
+    Arm(srv_.options_.client_io_timeout, Side::kClient);
+    auto [ec, n] = co_await client_.Write(asio::buffer(interim));
+    if (ec) client_gone_ = true;  // the client's fault, not the upstream's
+    co_return !ec;
   }
 
   // Reads responses until a final one (2xx-5xx, or 101), passing interim ones to the client.
@@ -1244,15 +1242,7 @@ class Session : public std::enable_shared_from_this<Session> {
         *out = std::move(resp);
         co_return true;
       }
-      std::string interim = ForwardResponseHead(resp, true, false, false);
-      tally->wire += resp.head_size;
-      up_->buf.Consume(resp.head_size);
-      Arm(srv_.options_.client_io_timeout, Side::kClient);
-      auto [ec, n] = co_await client_.Write(asio::buffer(interim));
-      if (ec) {
-        client_gone_ = true;  // the client's fault, not the upstream's
-        co_return false;
-      }
+      if (!co_await RelayInterim(resp, tally)) co_return false;
     }
   }
 
