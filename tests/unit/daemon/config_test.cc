@@ -128,6 +128,21 @@ TEST_F(ConfigTest, BothGnuForms) {
   EXPECT_EQ(p.config().log_level, log::Level::kDebug);
 }
 
+TEST_F(ConfigTest, ProxyAdditions) {
+  Parsed p = Parse({"--proxy-upstream-timeout", "1.5", "--proxy-idle-timeout=7",
+                    "--proxy-insecure-skip-verify"});
+  ASSERT_TRUE(p.ok()) << p.err;
+  EXPECT_EQ(p.config().proxy_upstream_timeout, 1.5);
+  EXPECT_EQ(p.config().proxy_idle_timeout, 7);
+  EXPECT_TRUE(p.config().proxy_insecure_skip_verify);
+  Parsed d = Parse({});
+  ASSERT_TRUE(d.ok()) << d.err;
+  EXPECT_EQ(d.config().proxy_upstream_timeout, 30);
+  EXPECT_EQ(d.config().proxy_idle_timeout, 60);
+  EXPECT_FALSE(d.config().proxy_insecure_skip_verify);
+  EXPECT_EQ(d.config().proxy_upstream_ca, "");
+}
+
 TEST_F(ConfigTest, EmptyListenerAddressDisables) {
   Parsed p = Parse({"--metrics-addr=", "--proxy-addr", ""});
   ASSERT_TRUE(p.ok()) << p.err;
@@ -253,6 +268,14 @@ TEST_F(ConfigTest, BadValuesExit2NamingTheFlag) {
       {{"--workers", "two"}, "--workers"},
       {{"--max-body-kb", "-2"}, "--max-body-kb"},
       {{"--max-body-kb", "1k"}, "--max-body-kb"},
+      {{"--proxy-upstream-timeout", "0"}, "--proxy-upstream-timeout"},
+      {{"--proxy-upstream-timeout", "-1"}, "--proxy-upstream-timeout"},
+      {{"--proxy-upstream-timeout", "30s"}, "--proxy-upstream-timeout"},
+      {{"--proxy-upstream-timeout", "86401"}, "--proxy-upstream-timeout"},
+      {{"--proxy-idle-timeout", "inf"}, "--proxy-idle-timeout"},
+      {{"--proxy-idle-timeout="}, "--proxy-idle-timeout"},
+      {{"--proxy-upstream-ca", "/nonexistent/ca.pem"}, "--proxy-upstream-ca"},
+      {{"--proxy-insecure-skip-verify=perhaps"}, "--proxy-insecure-skip-verify"},
       {{"--trace-protocol", "grpc"}, "--trace-protocol"},
       {{"--trace-endpoint", "collector:4318"}, "--trace-endpoint"},
       {{"--trace-endpoint", "ftp://collector/v1/traces"}, "--trace-endpoint"},
