@@ -30,8 +30,18 @@ add_custom_command(
   DEPENDS ${OXG_PLUGIN_PROTOS} protobuf::protoc
   COMMENT "Generating C++ from the plugin protocol"
   VERBATIM)
+# The bus's lenient reading of plugin events (bus/internal/plugin_event_wire.proto).
+set(wire_proto ${CMAKE_CURRENT_SOURCE_DIR}/internal/plugin_event_wire.proto)
+add_custom_command(
+  OUTPUT ${gen}/bus/internal/plugin_event_wire.pb.cc ${gen}/bus/internal/plugin_event_wire.pb.h
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${gen}
+  COMMAND protobuf::protoc --proto_path=${PROJECT_SOURCE_DIR}/src --cpp_out=${gen} ${wire_proto}
+  DEPENDS ${wire_proto} protobuf::protoc
+  COMMENT "Generating C++ from the bus's plugin event mirror"
+  VERBATIM)
 oxg_library(oxg_plugin_proto
   SRCS ${gen}/oxg/common.pb.cc ${gen}/oxg/plugin_bus.pb.cc ${gen}/oxg/plugin_bus.grpc.pb.cc
+       ${gen}/bus/internal/plugin_event_wire.pb.cc
   DEPS protobuf::libprotobuf gRPC::grpc++)
 
 set(pygen ${gen}/python)

@@ -13,7 +13,11 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <unordered_map>
+#include <vector>
 
+#include "bus/findings_store.h"
+#include "bus/plugin_bus.h"
 #include "common/build_info.h"
 #include "common/clock.h"
 #include "common/ids.h"
@@ -21,6 +25,7 @@
 #include "common/redact.h"
 #include "common/strings.h"
 #include "daemon/tracing_setup.h"
+#include "plugins/manifest.h"
 #include "proxy/flow/flow_pipeline.h"
 #include "proxy/proxy_server.h"
 #include "proxy/scope.h"
@@ -33,6 +38,29 @@
 namespace oxg::daemon {
 
 namespace {
+
+// Hands the capture pipeline's flow events to the plugin bus (the proxy and the bus know
+// nothing of each other).
+class BusFlowSink final : public proxy::FlowSink {
+ public:
+  explicit BusFlowSink(bus::PluginBus& bus) : bus_(bus) {}
+  void Publish(const proxy::FlowEvent& event) override {
+    bus::FlowMessage message;
+    message.flow_id = event.flow_id;
+    message.sequence = event.sequence;
+    message.response = event.type == proxy::FlowType::kResponse;
+    message.captured_at_unix_nano = event.timestamp_unix_nano;
+    message.sanitized = event.sanitized;
+    message.raw = event.raw;
+    message.raw_body_bytes = event.raw_body_bytes;
+    message.raw_body_truncated = event.raw_body_truncated;
+    message.context = event.context;
+    bus_.Publish(message);
+  }
+
+ private:
+  bus::PluginBus& bus_;
+};
 
 constexpr std::string_view kComponent = "daemon";
 // Generous for a hex token, small enough that a wrong file (a log, a core) is refused quickly.
@@ -338,7 +366,55 @@ int Run(const Config& config) {
     log::Info(kComponent, "metrics endpoint disabled (--metrics-addr is empty)");
   }
 
-  // The capture proxy and its pipeline (history, flow log, later the plugin bus).
+  // Plugin manifests: the bus grants a plugin only the capabilities its manifest declares.
+  std::unordered_map<std::string, bus::CapabilitySet> manifests;
+  if (!config.plugins_dir.empty()) {
+    std::vector<std::string> errors;
+    for (plugins::Manifest& m : plugins::LoadManifestsFromDir(config.plugins_dir, &errors)) {
+      manifests.emplace(m.name, m.capabilities);
+    }
+    if (!errors.empty()) {
+      for (const std::string& e : errors) log::Error(kComponent, Cat("--plugins-dir: ", e));
+      return 2;
+    }
+    log::Info(kComponent, Cat(manifests.size(), manifests.size() == 1 ? " plugin manifest" : " plugin manifests",
+                              " in ", config.plugins_dir));
+  } else {
+    log::Info(kComponent, "no --plugins-dir: no plugin can connect");
+  }
+
+  // Findings store, then the bus that feeds it.
+  const std::string findings_path = JoinPath(config.data_dir, "findings.jsonl");
+  auto findings = bus::FindingStore::Open({.path = findings_path}, registry, Clock::Real());
+  if (!findings.ok()) {
+    log::Error(kComponent, Cat("--data-dir: ", findings.status().message()));
+    return 2;
+  }
+  std::unique_ptr<bus::PluginBus> plugin_bus;
+  {
+    bus::PluginBusOptions options;
+    options.listen = config.addr;
+    options.token = token;
+    options.manifests = std::move(manifests);
+    options.core_version = kVersion;
+    auto started = bus::PluginBus::Start(std::move(options),
+                                         {.registry = &registry,
+                                          .tracer = tracing->tracer.get(),
+                                          .audit = &audit,
+                                          .findings = findings->get(),
+                                          .clock = &Clock::Real()});
+    if (!started.ok()) {
+      log::Error(kComponent, Cat("--addr: ", started.status().message()));
+      return 2;
+    }
+    plugin_bus = *std::move(started);
+    HostPort bound = config.addr;
+    bound.port = static_cast<uint16_t>(plugin_bus->port());
+    log::Info(kComponent, Cat("plugin bus listening on ", bound.ToString()));
+  }
+  BusFlowSink bus_sink(*plugin_bus);
+
+  // The capture proxy and its pipeline (history, flow log, flows to the plugin bus).
   metrics::Counter& certs_minted =
       registry
           .AddCounter("oxg_proxy_certs_minted_total",
@@ -355,6 +431,7 @@ int Run(const Config& config) {
     flow_options.flow_log_path = config.proxy_flow_log;
     flow_options.flow_log_raw = config.flow_log_raw;
     flow_options.flow.max_body_kb = config.max_body_kb;
+    flow_options.sink = &bus_sink;
     auto started = proxy::FlowPipeline::Start(std::move(flow_options), registry,
                                               *tracing->tracer, Clock::Real());
     if (!started.ok()) {
@@ -397,7 +474,7 @@ int Run(const Config& config) {
 
   Audit(audit, audit::EventType::kProxyLifecycle, "daemon started",
         {{"version", kVersion}, {"revision", kRevision}, {"pid", Cat(::getpid())}});
-  log::Debug(kComponent, "plugin bus and netgate are not part of this build yet");
+  log::Debug(kComponent, "netgate is not part of this build yet");
   log::Info(kComponent, "running; stop with SIGINT or SIGTERM");
 
   int exit_code = 0;
@@ -417,6 +494,9 @@ int Run(const Config& config) {
   // The proxy first (no new exchanges), then the pipeline writes what is queued.
   if (proxy_server != nullptr) proxy_server->Stop();
   if (pipeline != nullptr) pipeline->Stop();
+  // Plugins are told the daemon is leaving; their last findings are written.
+  plugin_bus->Stop();
+  (*findings)->Stop();
   if (metrics_server != nullptr) metrics_server->Stop();
   Audit(audit, audit::EventType::kProxyLifecycle, "daemon stopped",
         {{"signal", std::string(exit_code == 0 ? SignalName(sig) : "none")}});
