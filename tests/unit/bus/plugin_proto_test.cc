@@ -15,6 +15,7 @@
 #include "oxg/common.pb.h"
 #include "oxg/plugin_bus.grpc.pb.h"
 #include "oxg/plugin_bus.pb.h"
+#include "bus/internal/plugin_event_wire.pb.h"
 
 namespace {
 
@@ -207,3 +208,67 @@ TEST(PluginProtoTest, OlderPeersReadThePublishedFieldsAndSkipTheAdditions) {
 }
 
 }  // namespace
+
+// The bus reads plugin events through a mirror with `bytes` in place of `string`
+// (src/bus/internal/plugin_event_wire.proto). It must see every field of the real message, on
+// the same number, with a wire-compatible type, so nothing a plugin sends is misread.
+TEST(PluginProtoTest, TheBusMirrorReadsEveryPluginEventField) {
+  using FD = FieldDescriptor;
+  const std::pair<const Descriptor*, const Descriptor*> pairs[] = {
+      {oxg::plugin_bus::PluginEvent::descriptor(), oxg::bus::internal::PluginEventWire::descriptor()},
+      {oxg::plugin_bus::PluginHello::descriptor(), oxg::bus::internal::HelloWire::descriptor()},
+      {oxg::plugin_bus::PluginGoodbye::descriptor(), oxg::bus::internal::GoodbyeWire::descriptor()},
+      {oxg::common::Finding::descriptor(), oxg::bus::internal::FindingWire::descriptor()},
+  };
+  for (const auto& [real, mirror] : pairs) {
+    ASSERT_EQ(real->field_count(), mirror->field_count()) << real->full_name();
+    for (int i = 0; i < real->field_count(); ++i) {
+      const FD* r = real->field(i);
+      const FD* m = mirror->FindFieldByNumber(r->number());
+      ASSERT_NE(m, nullptr) << r->full_name();
+      EXPECT_EQ(r->name(), m->name()) << r->full_name();
+      EXPECT_EQ(r->is_repeated() || r->is_map(), m->is_repeated()) << r->full_name();
+      EXPECT_EQ(r->containing_oneof() != nullptr, m->containing_oneof() != nullptr)
+          << r->full_name();
+      const bool same_wire =
+          r->type() == m->type() || (r->type() == FD::TYPE_STRING && m->type() == FD::TYPE_BYTES) ||
+          (r->type() == FD::TYPE_ENUM && m->type() == FD::TYPE_INT32);
+      EXPECT_TRUE(same_wire) << r->full_name();
+    }
+  }
+}
+
+TEST(PluginProtoTest, TheBusMirrorKeepsInvalidUtf8AndDuplicateMetadataKeys) {
+  oxg::bus::internal::PluginEventWire sent;
+  sent.set_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  auto* finding = sent.mutable_finding();
+  finding->set_type("x");
+  finding->set_message(std::string("bad \xff\xfe utf-8"));
+  finding->set_severity(3);
+  for (int i = 0; i < 2; ++i) {
+    auto* entry = finding->add_metadata();
+    entry->set_key("k");
+    entry->set_value(std::to_string(i));
+  }
+  // A real Finding's map merges the duplicate key, and protobuf refuses the invalid UTF-8;
+  // the mirror sees both as they were sent.
+  oxg::bus::internal::PluginEventWire read;
+  ASSERT_TRUE(read.ParseFromString(sent.SerializeAsString()));
+  ASSERT_EQ(read.event_case(), oxg::bus::internal::PluginEventWire::kFinding);
+  EXPECT_EQ(read.finding().message(), "bad \xff\xfe utf-8");
+  ASSERT_EQ(read.finding().metadata_size(), 2);
+  EXPECT_EQ(read.finding().metadata(1).value(), "1");
+
+  oxg::plugin_bus::PluginEvent strict;
+  EXPECT_FALSE(strict.ParseFromString(sent.SerializeAsString()));
+
+  // And a well-formed real event reads the same through the mirror.
+  oxg::plugin_bus::PluginEvent real;
+  real.mutable_hello()->set_plugin_name("seer");
+  real.mutable_hello()->add_subscriptions("FLOW_RESPONSE");
+  real.mutable_hello()->set_pid(42);
+  ASSERT_TRUE(read.ParseFromString(real.SerializeAsString()));
+  EXPECT_EQ(read.hello().plugin_name(), "seer");
+  EXPECT_EQ(read.hello().pid(), 42);
+  ASSERT_EQ(read.hello().subscriptions_size(), 1);
+}
