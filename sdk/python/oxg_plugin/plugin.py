@@ -176,6 +176,8 @@ class Plugin:
                 outbox.put(plugin_bus_pb2.PluginEvent(
                     goodbye=plugin_bus_pb2.PluginGoodbye(reason=reason)))
                 outbox.put(_END)
+            elif self._call is not None:
+                self._call.cancel()  # still asking for capabilities: nothing to say goodbye on
         self._stop_event.set()
         if outbox is not None:
             timer = threading.Timer(self.stop_grace, self._cancel_call)
@@ -290,11 +292,22 @@ class Plugin:
         outbox: queue.Queue = queue.Queue()
         try:
             stub = plugin_bus_pb2_grpc.PluginBusStub(channel)
-            grant = stub.GrantCapabilities(
+            pending = stub.GrantCapabilities.future(
                 plugin_bus_pb2.PluginCapabilityRequest(
                     auth_token=self._token, plugin_name=self.name,
                     capabilities=self.capabilities),
                 timeout=self.rpc_timeout)
+            with self._lock:
+                self._call = pending  # so that stop() can cancel it
+                stopping = self._stopping
+            if stopping:
+                pending.cancel()
+            try:
+                grant = pending.result()
+            except grpc.FutureCancelledError:
+                if self._stopping:
+                    return
+                raise _Retry("the capability request was cancelled") from None
             outbox.put(plugin_bus_pb2.PluginEvent(hello=plugin_bus_pb2.PluginHello(
                 auth_token=self._token, plugin_name=self.name, pid=os.getpid(),
                 subscriptions=self.subscriptions, capabilities=self.capabilities,

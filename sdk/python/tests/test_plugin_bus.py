@@ -54,6 +54,8 @@ class FakeBus(plugin_bus_pb2_grpc.PluginBusServicer):
         self.stream_refusals = []
         # Streams (by index) that never get a welcome.
         self.silent_streams = set()
+        # When set, GrantCapabilities waits for this event (bounded) before answering.
+        self.grant_gate = None
 
     def GrantCapabilities(self, request, context):
         with self.cond:
@@ -61,6 +63,8 @@ class FakeBus(plugin_bus_pb2_grpc.PluginBusServicer):
             number = len(self.grants)
             refusal = self.grant_refusals.pop(0) if self.grant_refusals else None
             self.cond.notify_all()
+        if self.grant_gate is not None:
+            self.grant_gate.wait(WAIT)
         if refusal is not None:
             context.abort(refusal, "refused by the test")
         return plugin_bus_pb2.PluginCapabilityGrant(capability_token=f"cap-{number}",
@@ -293,6 +297,18 @@ class PluginBusTest(unittest.TestCase):
         self.finish(outcome)
         self.assertTrue(outcome.get("returned"), outcome.get("error"))
         self.assertEqual(stream.of_kind("goodbye")[0].goodbye.reason, "done")
+
+    def test_stop_while_asking_for_capabilities(self):
+        self.bus.grant_gate = threading.Event()
+        self.addCleanup(self.bus.grant_gate.set)
+        plugin = self.make_plugin(rpc_timeout=60.0)
+        outcome = self.start(plugin)
+        self.assertTrue(self.bus.wait_grants(1))
+        plugin.stop()
+        # run() returns without waiting for the (held) grant; WAIT is far below rpc_timeout.
+        self.finish(outcome)
+        self.assertTrue(outcome.get("returned"), outcome.get("error"))
+        self.assertEqual(self.bus.streams, [])
 
     def test_reconnects_after_unavailable_grant(self):
         self.bus.grant_refusals = [grpc.StatusCode.UNAVAILABLE,
