@@ -16,6 +16,7 @@
 
 #include "bus/findings.h"
 #include "bus/findings_store.h"
+#include "bus/internal/finding_wire.h"
 #include "bus/internal/plugin_event_wire.pb.h"
 #include "bus/internal/rpc_metrics.h"
 #include "common/ids.h"
@@ -53,12 +54,6 @@ bool ValidPluginName(std::string_view name) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            c == '.' || c == '_' || c == '-';
   });
-}
-
-bool LooksLikeUlid(std::string_view id) {
-  return id.size() == 26 && std::all_of(id.begin(), id.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');
-         });
 }
 
 std::string_view RedeemErrorText(CapabilityTokens::RedeemError e) {
@@ -631,23 +626,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     if (!caps_.Has(Capability::kEmitFindings)) {
       reject("CAP_EMIT_FINDINGS was not granted");
     } else {
-      FindingInput input;
-      input.type = f.type();
-      input.message = f.message();
-      input.target = f.target();
-      input.evidence = f.evidence();
-      input.severity = f.severity();
-      input.metadata.reserve(std::min<size_t>(f.metadata_size(), 65));
-      // More entries than allowed are refused by validation; keep one over the limit so it can
-      // say so without copying ten thousand strings first.
-      for (int i = 0; i < f.metadata_size() && input.metadata.size() <= 64; ++i) {
-        input.metadata.emplace_back(f.metadata(i).key(), f.metadata(i).value());
-      }
-      if (LooksLikeUlid(f.flow_id()) &&
-          std::none_of(input.metadata.begin(), input.metadata.end(),
-                       [](const auto& kv) { return kv.first == "flow_id"; })) {
-        input.metadata.emplace_back("flow_id", f.flow_id());
-      }
+      const FindingInput input = internal::FindingInputFromWire(f);
       const std::string trace_id = has_parent ? parent.trace_id.ToHex() : std::string();
       absl::StatusOr<Finding> finding = ValidateFinding(input, name_, trace_id, bus_.clock_);
       if (!finding.ok()) {

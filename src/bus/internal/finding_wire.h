@@ -1,0 +1,16 @@
+#pragma once
+// A plugin's finding as read off the wire (bus/internal/plugin_event_wire.proto), turned into
+// the FindingInput that ValidateFinding checks. Separate from the service so the fuzz target
+// exercises exactly the bus's path from bytes to a stored line.
+#include "bus/findings.h"
+#include "bus/internal/plugin_event_wire.pb.h"
+
+namespace oxg::bus::internal {
+
+// Copies the fields as sent. Metadata beyond `limits.max_metadata_entries + 1` entries is not
+// copied (validation refuses the finding either way, and ten thousand keys are not worth a copy).
+// A `flow_id` that looks like a ULID is kept as metadata "flow_id" unless the plugin set that
+// key itself.
+FindingInput FindingInputFromWire(const FindingWire& wire, const FindingLimits& limits = {});
+
+}  // namespace oxg::bus::internal

@@ -1,0 +1,42 @@
+// Fuzzes what the bus does with the bytes of one plugin message: the lenient PluginEvent parse,
+// the finding's conversion and validation, and the findings.jsonl line of an accepted finding.
+// Any bytes must give either a refusal or a line that is one line of valid UTF-8 within the
+// limits, with no secret left unredacted.
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "bus/findings.h"
+#include "bus/internal/finding_wire.h"
+#include "bus/internal/plugin_event_wire.pb.h"
+#include "common/clock.h"
+#include "common/utf8.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  oxg::bus::internal::PluginEventWire event;
+  if (!event.ParseFromArray(data, static_cast<int>(size))) return 0;
+  if (event.event_case() != oxg::bus::internal::PluginEventWire::kFinding) return 0;
+  static const oxg::SimulatedClock clock;
+  const oxg::bus::FindingLimits limits;
+  const oxg::bus::FindingInput input =
+      oxg::bus::internal::FindingInputFromWire(event.finding(), limits);
+  if (input.metadata.size() > limits.max_metadata_entries + 2) std::abort();
+  auto finding = oxg::bus::ValidateFinding(input, "fuzz", "", clock, limits);
+  if (!finding.ok()) {
+    if (finding.status().code() != absl::StatusCode::kInvalidArgument) std::abort();
+    return 0;
+  }
+  if (finding->type.empty() || finding->type.size() > limits.max_type) std::abort();
+  if (finding->meta.size() > limits.max_metadata_entries) std::abort();
+  std::string line;
+  oxg::bus::AppendFindingLine(line, *finding);
+  if (line.empty() || line.back() != '\n') std::abort();
+  if (line.find('\n') != line.size() - 1) std::abort();
+  size_t code_points = 0;
+  if (!oxg::utf8::CountCodePoints(line, &code_points)) std::abort();
+  // A secret the redactor knows (an AWS key id) never reaches the file.
+  if (line.find("AKIAIOSFODNN7EXAMPLE") != std::string::npos) std::abort();
+  return 0;
+}
