@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include <array>
-#include <cerrno>
 #include <bit>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -79,8 +79,8 @@ bool StdinIsPipeOrSocket() {
 
 int main() {
   oxg::sdk::BlockStopSignals();  // before any thread, including the stdin watcher
-  oxg::sdk::Plugin plugin({.capabilities = {"CAP_FLOW_INSPECT"},
-                           .subscriptions = {"FLOW_REQUEST", "FLOW_RESPONSE"}});
+  oxg::sdk::Plugin plugin(
+      {.capabilities = {"CAP_FLOW_INSPECT"}, .subscriptions = {"FLOW_REQUEST", "FLOW_RESPONSE"}});
   const bool stall = oxg::sdk::ProcessEnv("OXG_BENCH_STALL").value_or("") == "1";
   // Callback state: touched on the SDK's reader thread only, read after Run returned.
   Histogram histogram;

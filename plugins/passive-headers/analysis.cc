@@ -1,9 +1,8 @@
 #include "analysis.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cctype>
+#include <nlohmann/json.hpp>
 
 namespace oxg::passive_headers {
 namespace {
@@ -95,8 +94,8 @@ struct Context {
   }
 
   std::string StatusEvidence() const {
-    std::string e = response.version + " " + std::to_string(response.status) + " " +
-                    response.reason;
+    std::string e =
+        response.version + " " + std::to_string(response.status) + " " + response.reason;
     if (const auto ct = response.Header("Content-Type")) e += "; Content-Type: " + std::string(*ct);
     return e;
   }
@@ -106,8 +105,8 @@ struct Context {
     std::string evidence = StatusEvidence() + "; no " + std::string(header) + " header";
     if (!evidence_extra.empty()) evidence += "; " + evidence_extra;
     Add("missing-security-header", std::string(header),
-        "HTML response without " + std::string(header) + ": " + why, severity,
-        std::move(evidence), {{"header", std::string(header)}});
+        "HTML response without " + std::string(header) + ": " + why, severity, std::move(evidence),
+        {{"header", std::string(header)}});
   }
 };
 
@@ -126,10 +125,10 @@ void CheckSecurityHeaders(Context& c, const Config& config) {
   if (config.Enabled("x-content-type-options")) {
     const auto xcto = r.Header("X-Content-Type-Options");
     if (!xcto || !EqualsIgnoreCase(Trim(*xcto), "nosniff")) {
-      c.MissingHeader("X-Content-Type-Options", Severity::kLow,
-                      "browsers may MIME-sniff responses into executable content",
-                      xcto ? "X-Content-Type-Options: " + std::string(*xcto) + " (not nosniff)"
-                           : "");
+      c.MissingHeader(
+          "X-Content-Type-Options", Severity::kLow,
+          "browsers may MIME-sniff responses into executable content",
+          xcto ? "X-Content-Type-Options: " + std::string(*xcto) + " (not nosniff)" : "");
     }
   }
   if (config.Enabled("x-frame-options") && !r.Header("X-Frame-Options")) {
@@ -174,7 +173,8 @@ void CheckCookies(Context& c, const Config& config) {
       attributes += attr;
       const size_t aeq = attr.find('=');
       const std::string key = Lower(Trim(attr.substr(0, aeq)));
-      const std::string_view value = aeq == std::string_view::npos ? "" : Trim(attr.substr(aeq + 1));
+      const std::string_view value =
+          aeq == std::string_view::npos ? "" : Trim(attr.substr(aeq + 1));
       if (key == "secure") secure = true;
       if (key == "httponly") http_only = true;
       if (key == "samesite") same_site = !value.empty();
@@ -196,8 +196,7 @@ void CheckCookies(Context& c, const Config& config) {
     if (!same_site) why += " Cross-site requests carry it under the browser's default.";
     // The value never goes into a finding, even when a raw variant delivered it.
     Context& ctx = c;
-    ctx.Add("insecure-cookie", name,
-            "cookie \"" + name + "\" set without " + list + "." + why,
+    ctx.Add("insecure-cookie", name, "cookie \"" + name + "\" set without " + list + "." + why,
             c.request.https && !secure ? Severity::kMedium : Severity::kLow,
             "Set-Cookie: " + name + "=[REDACTED]" + attributes,
             {{"cookie", name}, {"missing", list}});
@@ -287,7 +286,8 @@ void PassiveHeaders::OnRequest(const HttpMessage& request) {
     pending_order_.pop_front();
   }
   pending_order_.push_back(request.flow_id);
-  pending_.emplace(request.flow_id, Pending{DescribeRequest(request), std::prev(pending_order_.end())});
+  pending_.emplace(request.flow_id,
+                   Pending{DescribeRequest(request), std::prev(pending_order_.end())});
 }
 
 std::vector<sdk::Finding> PassiveHeaders::OnResponse(const HttpMessage& response) {

@@ -18,9 +18,9 @@ namespace oxg::passive_headers {
 
 // Check ids, as used in the manifest's config ("disabled_checks").
 inline constexpr std::string_view kCheckIds[] = {
-    "content-security-policy", "x-content-type-options", "x-frame-options",
-    "strict-transport-security", "referrer-policy", "cookie-secure", "cookie-httponly",
-    "cookie-samesite", "server-banner"};
+    "content-security-policy",   "x-content-type-options", "x-frame-options",
+    "strict-transport-security", "referrer-policy",        "cookie-secure",
+    "cookie-httponly",           "cookie-samesite",        "server-banner"};
 
 struct Config {
   std::unordered_set<std::string> disabled_checks;

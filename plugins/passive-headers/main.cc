@@ -13,9 +13,10 @@ int main() {
     std::fprintf(stderr, "passive-headers: %s\n", s.ToString().c_str());
     return 2;
   }
-  oxg::sdk::Plugin plugin({.name = oxg::sdk::ProcessEnv("OXG_PLUGIN_NAME").value_or("passive-headers"),
-                           .capabilities = {"CAP_FLOW_INSPECT", "CAP_EMIT_FINDINGS"},
-                           .subscriptions = {"FLOW_REQUEST", "FLOW_RESPONSE"}});
+  oxg::sdk::Plugin plugin(
+      {.name = oxg::sdk::ProcessEnv("OXG_PLUGIN_NAME").value_or("passive-headers"),
+       .capabilities = {"CAP_FLOW_INSPECT", "CAP_EMIT_FINDINGS"},
+       .subscriptions = {"FLOW_REQUEST", "FLOW_RESPONSE"}});
   oxg::passive_headers::PassiveHeaders checks(std::move(config));  // reader thread only
   plugin.OnRequest([&](const oxg::sdk::HttpMessage& m) { checks.OnRequest(m); });
   plugin.OnResponse([&](const oxg::sdk::HttpMessage& m) {

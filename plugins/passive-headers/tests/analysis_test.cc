@@ -69,36 +69,44 @@ TEST(PassiveHeadersAnalysis, MissingSecurityHeaders) {
     std::vector<std::string> expected;
   };
   const std::vector<Row> rows = {
-      {Without(kGoodHead, "Content-Security-Policy") + "\r\n", &kHttps,
+      {Without(kGoodHead, "Content-Security-Policy") + "\r\n",
+       &kHttps,
        {"missing-security-header Content-Security-Policy"}},
-      {Without(kGoodHead, "X-Content-Type-Options") + "\r\n", &kHttps,
+      {Without(kGoodHead, "X-Content-Type-Options") + "\r\n",
+       &kHttps,
        {"missing-security-header X-Content-Type-Options"}},
       {kGoodHead + "X-Content-Type-Options: sniff-away\r\n\r\n", &kHttps, {}},  // first one wins
       {Without(kGoodHead, "X-Content-Type-Options") + "X-Content-Type-Options: nope\r\n\r\n",
-       &kHttps, {"missing-security-header X-Content-Type-Options"}},
-      {Without(kGoodHead, "X-Frame-Options") + "\r\n", &kHttps,
+       &kHttps,
+       {"missing-security-header X-Content-Type-Options"}},
+      {Without(kGoodHead, "X-Frame-Options") + "\r\n",
+       &kHttps,
        {"missing-security-header X-Frame-Options"}},
       // CSP frame-ancestors replaces X-Frame-Options.
       {Without(Without(kGoodHead, "X-Frame-Options"), "Content-Security-Policy") +
            "Content-Security-Policy: frame-ancestors 'none'\r\n\r\n",
-       &kHttps, {}},
-      {Without(kGoodHead, "Strict-Transport-Security") + "\r\n", &kHttps,
+       &kHttps,
+       {}},
+      {Without(kGoodHead, "Strict-Transport-Security") + "\r\n",
+       &kHttps,
        {"missing-security-header Strict-Transport-Security"}},
       // HSTS is meaningless over plain HTTP.
       {Without(kGoodHead, "Strict-Transport-Security") + "\r\n", &kHttp, {}},
-      {Without(kGoodHead, "Referrer-Policy") + "\r\n", &kHttps,
+      {Without(kGoodHead, "Referrer-Policy") + "\r\n",
+       &kHttps,
        {"missing-security-header Referrer-Policy"}},
       // Only HTML: JSON, images and redirects are not pages.
       {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n", &kHttps, {}},
       {"HTTP/1.1 302 Found\r\nContent-Type: text/html\r\nLocation: /\r\n\r\n", &kHttps, {}},
       {"HTTP/1.1 304 Not Modified\r\n\r\n", &kHttps, {}},
       // Sniffed HTML without a Content-Type; XHTML.
-      {"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n  <!DOCTYPE html><p>", &kHttp,
+      {"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n  <!DOCTYPE html><p>",
+       &kHttp,
        {"missing-security-header Content-Security-Policy",
-        "missing-security-header Referrer-Policy",
-        "missing-security-header X-Content-Type-Options",
+        "missing-security-header Referrer-Policy", "missing-security-header X-Content-Type-Options",
         "missing-security-header X-Frame-Options"}},
-      {"HTTP/1.1 200 OK\r\nContent-Type: Application/XHTML+xml\r\n\r\n", &kHttps,
+      {"HTTP/1.1 200 OK\r\nContent-Type: Application/XHTML+xml\r\n\r\n",
+       &kHttps,
        {"missing-security-header Content-Security-Policy",
         "missing-security-header Referrer-Policy",
         "missing-security-header Strict-Transport-Security",
@@ -150,7 +158,7 @@ TEST(PassiveHeadersAnalysis, InsecureCookies) {
     EXPECT_NE(f.message.find(row.missing), std::string::npos) << f.message;
     EXPECT_EQ(f.evidence.rfind("Set-Cookie: sid=[REDACTED]", 0), 0u) << f.evidence;
     EXPECT_EQ(f.severity, row.missing.find("Secure") != std::string::npos ? sdk::Severity::kMedium
-                                                                            : sdk::Severity::kLow);
+                                                                          : sdk::Severity::kLow);
     bool has_missing = false;
     for (const auto& [k, v] : f.metadata) has_missing |= (k == "missing" && v == row.missing);
     EXPECT_TRUE(has_missing);
@@ -189,8 +197,8 @@ TEST(PassiveHeadersAnalysis, VerboseBanners) {
     SCOPED_TRACE(row.header);
     EXPECT_EQ(Check(kHttps, "HTTP/1.1 404 Not Found\r\n" + row.header + "\r\n\r\n"), row.expected);
   }
-  const auto issues =
-      Analyze(kHttps, Parse("HTTP/1.1 200 OK\r\nServer: Apache/2.4.41 (Ubuntu)\r\n\r\n", false), {});
+  const auto issues = Analyze(
+      kHttps, Parse("HTTP/1.1 200 OK\r\nServer: Apache/2.4.41 (Ubuntu)\r\n\r\n", false), {});
   ASSERT_EQ(issues.size(), 1u);
   EXPECT_EQ(issues[0].finding.evidence, "Server: Apache/2.4.41 (Ubuntu)");
   EXPECT_EQ(issues[0].finding.severity, sdk::Severity::kLow);
@@ -199,8 +207,8 @@ TEST(PassiveHeadersAnalysis, VerboseBanners) {
 TEST(PassiveHeadersAnalysis, FindingsStayWithinBusLimits) {
   // Non-ASCII bytes and a huge banner: printable ASCII only, evidence bounded, valid type.
   const std::string banner = "Apache/2.4 " + std::string("\xff\xfe") + std::string(5000, 'x');
-  const auto issues = Analyze(kHttps, Parse("HTTP/1.1 200 OK\r\nServer: " + banner + "\r\n\r\n",
-                                            false), {});
+  const auto issues =
+      Analyze(kHttps, Parse("HTTP/1.1 200 OK\r\nServer: " + banner + "\r\n\r\n", false), {});
   ASSERT_EQ(issues.size(), 1u);
   const sdk::Finding& f = issues[0].finding;
   EXPECT_LE(f.evidence.size(), 600u);
@@ -210,8 +218,8 @@ TEST(PassiveHeadersAnalysis, FindingsStayWithinBusLimits) {
   }
   for (const auto& [k, v] : f.metadata) {
     EXPECT_LE(v.size(), 260u);
-    for (char c : k) EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
-                                 c == '_' || c == '-');
+    for (char c : k)
+      EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
   }
 }
 

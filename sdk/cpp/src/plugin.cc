@@ -114,17 +114,23 @@ struct Plugin::Impl {
     if (!ok) {
       const uint64_t n = parse_errors.fetch_add(1, std::memory_order_relaxed) + 1;
       if (PowerOfTwo(n)) {
-        Log("skipped flow event " + fe.flow_id() + " seq " + std::to_string(fe.sequence()) +
-            ": " + error + " (" + std::to_string(n) + " skipped so far)");
+        Log("skipped flow event " + fe.flow_id() + " seq " + std::to_string(fe.sequence()) + ": " +
+            error + " (" + std::to_string(n) + " skipped so far)");
       }
       return;
     }
     m.flow_id = fe.flow_id();
     m.sequence = fe.sequence();
     switch (fe.variant()) {
-      case common::FLOW_VARIANT_SANITIZED: m.variant = Variant::kSanitized; break;
-      case common::FLOW_VARIANT_RAW: m.variant = Variant::kRaw; break;
-      default: m.variant = Variant::kUnspecified; break;
+      case common::FLOW_VARIANT_SANITIZED:
+        m.variant = Variant::kSanitized;
+        break;
+      case common::FLOW_VARIANT_RAW:
+        m.variant = Variant::kRaw;
+        break;
+      default:
+        m.variant = Variant::kUnspecified;
+        break;
     }
     m.captured_at_unix_nano = fe.captured_at_unix_nano();
     m.traceparent = fe.traceparent();
@@ -155,7 +161,8 @@ struct Plugin::Impl {
     pb::PluginCapabilityGrant grant;
     {
       grpc::ClientContext gctx;
-      gctx.set_deadline(std::chrono::system_clock::now() + kGrantDeadline);  // gRPC wants system_clock
+      gctx.set_deadline(std::chrono::system_clock::now() +
+                        kGrantDeadline);  // gRPC wants system_clock
       {
         std::lock_guard lock(write_mu);
         if (stopping) return {};
@@ -284,7 +291,8 @@ Status Plugin::Run() {
     args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
     // gRPC's own reconnect backoff (1 s..120 s by default) would make a fail-fast call fail
     // without trying; keep it within ours.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(p.options.backoff_min.count()));
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                static_cast<int>(p.options.backoff_min.count()));
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(p.options.backoff_min.count()));
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(p.options.backoff_max.count()));
     p.stub = pb::PluginBus::NewStub(
@@ -301,8 +309,8 @@ Status Plugin::Run() {
     }
     if (welcomed) attempt = 0;
     const std::chrono::milliseconds delay = p.Backoff(attempt++);
-    p.Log((welcomed ? "connection lost (" : "cannot connect (") + s.ToString() +
-          "); retrying in " + std::to_string(delay.count()) + " ms");
+    p.Log((welcomed ? "connection lost (" : "cannot connect (") + s.ToString() + "); retrying in " +
+          std::to_string(delay.count()) + " ms");
     if (p.SleepUnlessStopped(delay)) break;
   }
   return {};

@@ -95,8 +95,7 @@ TEST(SdkHttpParse, BareLfAccepted) {
 
 TEST(SdkHttpParse, BinaryBodyKept) {
   const std::string body("\0\x01\xff\r\n\r\n", 7);
-  const HttpMessage m =
-      MustParse("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n" + body, false);
+  const HttpMessage m = MustParse("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n" + body, false);
   EXPECT_EQ(m.body, body);
 }
 
@@ -120,18 +119,18 @@ TEST(SdkHttpParse, MalformedInputsRefused) {
   const Case cases[] = {
       {"", true},
       {"", false},
-      {"GET / HTTP/1.1", true},                        // no line end
-      {"GET / HTTP/1.1\r\nHost: h\r\n", true},         // no empty line
-      {"GET /HTTP/1.1\r\n\r\n", true},                 // two fields
-      {"GET / x HTTP/1.1\r\n\r\n", true},              // four fields
-      {"G(T / HTTP/1.1\r\n\r\n", true},                // bad method
-      {"GET / HTTP/x.1\r\n\r\n", true},                // bad version
-      {"GET  HTTP/1.1\r\n\r\n", true},                 // empty target
-      {"GET / HTTP/1.1\r\nNoColon\r\n\r\n", true},     // header without colon
-      {"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", true}, // space in name
-      {"GET / HTTP/1.1\r\n: v\r\n\r\n", true},         // empty name
+      {"GET / HTTP/1.1", true},                         // no line end
+      {"GET / HTTP/1.1\r\nHost: h\r\n", true},          // no empty line
+      {"GET /HTTP/1.1\r\n\r\n", true},                  // two fields
+      {"GET / x HTTP/1.1\r\n\r\n", true},               // four fields
+      {"G(T / HTTP/1.1\r\n\r\n", true},                 // bad method
+      {"GET / HTTP/x.1\r\n\r\n", true},                 // bad version
+      {"GET  HTTP/1.1\r\n\r\n", true},                  // empty target
+      {"GET / HTTP/1.1\r\nNoColon\r\n\r\n", true},      // header without colon
+      {"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", true},  // space in name
+      {"GET / HTTP/1.1\r\n: v\r\n\r\n", true},          // empty name
       {"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", true},
-      {"GET / HTTP/1.1\r\nA: b\x01\r\n\r\n", true},    // control character
+      {"GET / HTTP/1.1\r\nA: b\x01\r\n\r\n", true},  // control character
       {"HTTP/1.1 2000 OK\r\n\r\n", false},
       {"HTTP/1.1 20 OK\r\n\r\n", false},
       {"HTTP/1.1 099 Low\r\n\r\n", false},
@@ -159,8 +158,7 @@ TEST(SdkHttpParse, TooManyHeaders) {
 
 TEST(SdkHttpParse, EveryPrefixOfAGoodMessageIsHandled) {
   // Cut anywhere: either a clean parse or a clean error, never a crash or a wrong body.
-  const std::string full =
-      "HTTP/1.1 200 OK\r\nSet-Cookie: a=b\r\nContent-Length: 4\r\n\r\nbody";
+  const std::string full = "HTTP/1.1 200 OK\r\nSet-Cookie: a=b\r\nContent-Length: 4\r\n\r\nbody";
   for (size_t n = 0; n < full.size(); ++n) {
     HttpMessage m;
     std::string error;

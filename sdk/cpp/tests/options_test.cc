@@ -87,8 +87,9 @@ TEST(SdkOptions, ExplicitOptionsWin) {
 TEST(SdkOptions, FdBeatsFileBeatsVariable) {
   TempFile file("file-token\n");
   FakeEnv env;
-  env.Set("OXG_PLUGIN_NAME", "p").Set("OXG_AUTH_TOKEN_FILE", file.path()).Set("OXG_AUTH_TOKEN",
-                                                                               "var-token");
+  env.Set("OXG_PLUGIN_NAME", "p")
+      .Set("OXG_AUTH_TOKEN_FILE", file.path())
+      .Set("OXG_AUTH_TOKEN", "var-token");
   {
     PluginOptions o;
     ASSERT_TRUE(ResolveOptions(&o, env.Lookup()).ok());

@@ -63,7 +63,7 @@ class FakeBus final : public pb::PluginBus::CallbackService {
   // Protocol log: "grant <name> <caps> token=<t>", "hello ...", "finding <type>",
   // "goodbye <reason>", "half-close".
   std::vector<std::string> log;
-  std::vector<pb::PluginEvent> events;  // every message plugins sent, in order
+  std::vector<pb::PluginEvent> events;    // every message plugins sent, in order
   std::deque<grpc::Status> grant_script;  // next grants' statuses; OK when empty
   // A status to end each new stream with right after its hello (instead of a welcome).
   std::deque<grpc::Status> hello_script;
@@ -358,10 +358,12 @@ TEST_F(SdkPluginTest, HandshakeEventsFindingsAndGoodbye) {
   {
     std::lock_guard lock(bus_.mu);
     ASSERT_EQ(bus_.log.size(), 2u);
-    EXPECT_EQ(bus_.log[0], "grant test-plugin CAP_FLOW_INSPECT,CAP_EMIT_FINDINGS token=daemon-token");
-    EXPECT_EQ(bus_.log[1], "hello test-plugin cap=cap-1 subs=FLOW_REQUEST,FLOW_RESPONSE "
-                           "caps=CAP_FLOW_INSPECT,CAP_EMIT_FINDINGS token=daemon-token pid=" +
-                               std::to_string(::getpid()));
+    EXPECT_EQ(bus_.log[0],
+              "grant test-plugin CAP_FLOW_INSPECT,CAP_EMIT_FINDINGS token=daemon-token");
+    EXPECT_EQ(bus_.log[1],
+              "hello test-plugin cap=cap-1 subs=FLOW_REQUEST,FLOW_RESPONSE "
+              "caps=CAP_FLOW_INSPECT,CAP_EMIT_FINDINGS token=daemon-token pid=" +
+                  std::to_string(::getpid()));
     ASSERT_EQ(bus_.traceparent_metadata.size(), 1u);
     EXPECT_EQ(bus_.traceparent_metadata[0], o.traceparent);
   }
@@ -479,8 +481,8 @@ TEST_F(SdkPluginTest, TemporaryRefusalsRetryUntilWelcome) {
 }
 
 TEST_F(SdkPluginTest, PermissionDeniedIsFatal) {
-  bus_.grant_script = {grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                    "no manifest declares test-plugin")};
+  bus_.grant_script = {
+      grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "no manifest declares test-plugin")};
   Plugin plugin(Options());
   std::future<Status> run = Start(plugin);
   const Status s = Await(run);
@@ -585,9 +587,9 @@ TEST_F(SdkPluginTest, ExampleProgramRunsAndStopsOnSigterm) {
   ASSERT_EQ(::pipe(fds), 0);
   ASSERT_EQ(::write(fds[1], "daemon-token\n", 13), 13);
   ::close(fds[1]);
-  std::vector<std::string> env_strings = {
-      "OXG_PLUGIN_NAME=example-cpp", "OXG_BUS_ADDR=127.0.0.1:" + std::to_string(port_),
-      "OXG_AUTH_TOKEN_FD=" + std::to_string(fds[0])};
+  std::vector<std::string> env_strings = {"OXG_PLUGIN_NAME=example-cpp",
+                                          "OXG_BUS_ADDR=127.0.0.1:" + std::to_string(port_),
+                                          "OXG_AUTH_TOKEN_FD=" + std::to_string(fds[0])};
   std::vector<char*> envp;
   for (std::string& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);

@@ -14,7 +14,7 @@ namespace oxg::sdk {
 enum class Variant { kUnspecified, kSanitized, kRaw };
 
 struct HeaderField {
-  std::string name;  // as received (case kept)
+  std::string name;   // as received (case kept)
   std::string value;  // leading and trailing spaces and tabs removed
 };
 
@@ -22,21 +22,21 @@ struct HeaderField {
 // Thread-safety: const methods may be called concurrently; no internal synchronisation.
 struct HttpMessage {
   // From the FlowEvent.
-  std::string flow_id;     // 26-char ULID shared by a flow's request and response
+  std::string flow_id;  // 26-char ULID shared by a flow's request and response
   uint64_t sequence = 0;
   Variant variant = Variant::kUnspecified;
   int64_t captured_at_unix_nano = 0;
-  std::string traceparent;  // the daemon's dispatch trace; Plugin::Emit sends it back
+  std::string traceparent;      // the daemon's dispatch trace; Plugin::Emit sends it back
   uint64_t raw_body_bytes = 0;  // the body's full length on the wire
   bool body_truncated = false;  // `body` holds only a prefix of it
 
   // From the wire text.
   bool is_request = true;
-  std::string method;   // requests: "GET", ...
-  std::string target;   // requests: absolute-form ("http://h/p") or origin-form ("/p")
-  int status = 0;       // responses: 100..999
-  std::string reason;   // responses: may be empty
-  std::string version;  // "HTTP/1.1"
+  std::string method;                // requests: "GET", ...
+  std::string target;                // requests: absolute-form ("http://h/p") or origin-form ("/p")
+  int status = 0;                    // responses: 100..999
+  std::string reason;                // responses: may be empty
+  std::string version;               // "HTTP/1.1"
   std::vector<HeaderField> headers;  // in order, repeated fields kept
   std::string body;
 
@@ -67,7 +67,6 @@ inline constexpr std::string_view kTruncatedHeader = "X-0xgen-Raw-Body-Truncated
 // Limits: at most kMaxHeaderFields fields; bare LF line ends are accepted, obsolete line
 // folding is not; Content-Length must match the body that follows.
 inline constexpr size_t kMaxHeaderFields = 10000;
-bool ParseHttpMessage(std::string_view data, bool is_request, HttpMessage* out,
-                      std::string* error);
+bool ParseHttpMessage(std::string_view data, bool is_request, HttpMessage* out, std::string* error);
 
 }  // namespace oxg::sdk

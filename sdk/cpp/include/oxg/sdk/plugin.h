@@ -113,8 +113,8 @@ struct Finding {
   std::string type;
   std::string message;
   Severity severity = Severity::kInfo;
-  std::string target;    // URL or host the finding is about
-  std::string evidence;  // a short excerpt
+  std::string target;                                         // URL or host the finding is about
+  std::string evidence;                                       // a short excerpt
   std::vector<std::pair<std::string, std::string>> metadata;  // a later duplicate key wins
 };
 
