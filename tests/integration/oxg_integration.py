@@ -183,6 +183,28 @@ def http_get(url, timeout=10.0, headers=None):
         return e.code, e.read().decode("utf-8", "replace"), e.headers
 
 
+_METRIC_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
+_METRIC_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Prometheus text exposition -> list of (name, {label: value}, float). Comments and
+    exemplars are left out."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        # An exemplar follows " # " after the value.
+        line = line.split(" # ", 1)[0]
+        m = _METRIC_SAMPLE.match(line)
+        if not m:
+            continue
+        labels = {k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+                  for k, v in _METRIC_LABEL.findall(m.group(2) or "")}
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
 def read_audit(path):
     """Parses an audit log, keeping each line's key order."""
     events = []
