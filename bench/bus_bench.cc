@@ -10,6 +10,7 @@
 //   2. latency: publishes at a fixed --latency-rate (events per second, across all plugins) for
 //      --seconds; each plugin measures now - captured_at (CLOCK_REALTIME, same host) per event.
 // Prints one table. Informational: exit status 0 unless something failed to run.
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -26,6 +27,7 @@
 #include "bus/plugin_bus.h"
 #include "common/clock.h"
 #include "common/ids.h"
+#include "common/log.h"
 #include "common/strings.h"
 #include "telemetry/metrics/metrics.h"
 
@@ -73,7 +75,9 @@ Child Spawn(const std::string& binary, const std::string& name, int port,
   if (::pipe(fds) != 0) return {};
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addclose(&actions, fds[0]);
   std::vector<std::string> env_strings = {
       oxg::Cat("OXG_BUS_ADDR=127.0.0.1:", port), oxg::Cat("OXG_AUTH_TOKEN=", token),
@@ -250,6 +254,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   ::signal(SIGPIPE, SIG_IGN);
+  oxg::log::SetLevel(oxg::log::Level::kWarn);  // not a line per plugin connecting
   std::printf("%-8s %12s %14s %10s %10s | %12s %10s %10s\n", "plugins", "published/s",
               "delivered/s", "per plugin", "dropped", "latency at", "p50 us", "p99 us");
   for (int n : args.plugins) {
