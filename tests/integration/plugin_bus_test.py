@@ -666,5 +666,175 @@ class HandshakeTest(BusCase):
         self.assertNotIn(grant.capability_token, json.dumps(audit))
 
 
+
+# ---- 2. hostile plugin input -----------------------------------------------------------------
+
+class HostileInputTest(BusCase):
+    def setUp(self):
+        super().setUp()
+        self.origin = self.upstream()
+        self.d = BusDaemon(self, [
+            ("hostile", ["CAP_FLOW_INSPECT", "CAP_EMIT_FINDINGS"], FLOW_SUBS),
+            ("bystander", ["CAP_FLOW_INSPECT"], ["FLOW_REQUEST"]),
+        ])
+        self.ch = self.d.channel()
+
+    def failures(self, event, samples=None):
+        return self.d.metric("oxg_plugin_event_failures_total", samples, plugin="hostile",
+                             event=event)
+
+    def rejected(self):
+        return [e for e in self.d.audit()
+                if e["event_type"] == "finding_rejected" and e.get("plugin_id") == "hostile"]
+
+    def stored(self):
+        return [f for f in self.d.findings() if f["plugin"] == "hostile"]
+
+    def assert_still_serving(self, s):
+        """The stream is open: a valid finding sent after the bad input is stored."""
+        n = len(self.stored())
+        marker = "still open %d" % n
+        s.send(valid_finding(marker))
+        pu.wait_until(lambda: any(f["message"] == marker for f in self.d.findings()), WAIT,
+                      what="finding %r in findings.jsonl" % marker)
+        self.assertIsNone(s.status, s.details)
+
+    def test_bad_findings_are_refused_one_by_one_and_the_stream_stays_open(self):
+        d = self.d
+        s = d.connect(self.ch, "hostile", FLOW_SUBS)
+        self.assert_still_serving(s)
+        cases = [
+            # 10 000 metadata keys (about 150 KiB: under the 1 MiB message limit).
+            ("metadata", finding_bytes(metadata=[(b"k%05d" % i, b"v") for i in range(10000)])),
+            # Invalid UTF-8 in the message, in a metadata value, in the type.
+            ("utf-8", finding_bytes(message=b"bad \xff\xfe bytes")),
+            ("utf-8", finding_bytes(metadata=[(b"key", b"\xc3\x28")])),
+            ("utf-8", finding_bytes(type_=b"itest.\xe2\x82")),
+            # NUL, a duplicate metadata key, no severity.
+            ("nul", finding_bytes(message=b"nul \x00 inside")),
+            ("duplicate", finding_bytes(metadata=[(b"k", b"1"), (b"k", b"2")])),
+            ("severity", finding_bytes(severity=0)),
+            # 900 KiB of evidence: a legal message size, far over the 64 KiB finding limit.
+            ("size", finding_bytes(evidence=b"e" * (900 << 10))),
+        ]
+        audit_before = len(self.rejected())
+        for i, (what, data) in enumerate(cases, 1):
+            self.assertLess(len(data), MAX_RECEIVE, what)
+            s.send(data)
+            d.wait_metric("oxg_plugin_event_failures_total", i, plugin="hostile", event="finding")
+            self.assertIsNone(s.status, "%s ended the stream: %s" % (what, s.details))
+        pu.wait_until(lambda: len(self.rejected()) - audit_before == len(cases), WAIT,
+                      what="%d finding_rejected audit lines" % len(cases))
+        for line in self.rejected()[audit_before:]:
+            self.assertEqual(line["component"], "plugin_bus")
+            self.assertEqual(line["decision"], "deny")
+            self.assertTrue(line.get("reason"), line)
+        self.assert_still_serving(s)
+        self.assertEqual(self.failures("finding"), len(cases))
+        # Nothing hostile was stored.
+        for f in self.stored():
+            self.assertTrue(f["message"].startswith("still open"), f)
+        # Handled-event latency is observed per plugin (contract §4).
+        self.assertGreaterEqual(d.metric("oxg_plugin_event_duration_seconds_count",
+                                         plugin="hostile", event="finding"), len(cases) + 2)
+        self.assertEqual(d.healthz(), 200)
+
+    def test_a_flood_of_unknown_events_is_counted_exactly_and_audited_once(self):
+        d = self.d
+        s = d.connect(self.ch, "hostile", FLOW_SUBS)
+        audit_before = len(d.audit())
+        n = 10000
+        kinds = [
+            b"",                                  # PluginEvent with no oneof set
+            pb_bytes(99, b"from the future"),     # an unknown field number
+            pb_bytes(4, b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"),  # traceparent only
+            pb_int(1000, 7),
+        ]
+        for i in range(n):
+            s.send(kinds[i % len(kinds)])
+        d.wait_metric("oxg_plugin_event_failures_total", n, timeout=60, plugin="hostile",
+                      event="unknown")
+        self.assertIsNone(s.status, s.details)
+        # A second hello and bytes that are no PluginEvent: counted under their own names.
+        s.send(hello("hostile", "again"))
+        s.send(b"\xff\xff\xff")
+        d.wait_metric("oxg_plugin_event_failures_total", 1, plugin="hostile", event="hello")
+        d.wait_metric("oxg_plugin_event_failures_total", 1, plugin="hostile", event="malformed")
+        self.assert_still_serving(s)
+        self.assertEqual(self.failures("unknown"), n, "counted exactly once each")
+        new = [e for e in d.audit()[audit_before:] if e.get("plugin_id") == "hostile"
+               and e["event_type"] == "rpc_denied"]
+        by_event = {}
+        for e in new:
+            by_event.setdefault(e.get("metadata", {}).get("event"), []).append(e)
+        self.assertEqual({k: len(v) for k, v in by_event.items()},
+                         {"unknown": 1, "hello": 1, "malformed": 1}, new)
+        # No refusal counted: the stream was never refused.
+        self.assertEqual(d.metric("oxg_plugin_errors_total", plugin="hostile"), 0)
+        self.assertEqual(d.healthz(), 200)
+
+    def assert_oversize_counted(self, errors_before, audit_before):
+        """An over-size message ends the stream with RESOURCE_EXHAUSTED: that status is what
+        oxg_rpc_* record, and the plugin is charged one error (issue: "refused with a count")."""
+        d = self.d
+        changed = diff(errors_before, d.errors())
+        with self.subTest("oxg_rpc_errors_total counts the RESOURCE_EXHAUSTED stream"):
+            self.assertEqual(changed.get(series_key(
+                "oxg_rpc_errors_total", {"component": "plugin_bus", "method": "EventStream",
+                                         "code": "RESOURCE_EXHAUSTED"})), 1.0, changed)
+        with self.subTest("oxg_plugin_errors_total{plugin=hostile} counts it once"):
+            charged = {k: v for k, v in changed.items()
+                       if k[0] == "oxg_plugin_errors_total" and ("plugin", "hostile") in k[1]}
+            self.assertEqual(sum(charged.values()), 1.0, changed)
+        disconnects = [e for e in d.audit()[audit_before:]
+                       if e["event_type"] == "plugin_disconnect" and e.get("plugin_id") == "hostile"]
+        self.assertEqual(len(disconnects), 1, disconnects)
+
+    def test_messages_over_1_mib_end_the_stream_with_resource_exhausted(self):
+        d = self.d
+        s = d.connect(self.ch, "hostile", FLOW_SUBS)
+        bystander = d.connect(self.ch, "bystander", ["FLOW_REQUEST"])
+        errors_before, audit_before = d.errors(), len(d.audit())
+        # 64 MiB of message text in one finding.
+        s.send(finding_bytes(message=b"m" * (64 << 20)))
+        self.assertEqual(s.wait_status(timeout=30), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         s.details)
+        d.wait_metric("oxg_active_plugins", 1)
+        self.assertNotIn({"plugin": "hostile"}, d.series("oxg_plugin_queue_length"))
+        self.assertNotIn({"plugin": "hostile"}, d.series("oxg_plugin_queue_capacity"))
+        # Nothing of it was parsed as a finding.
+        self.assertEqual(self.failures("finding"), 0)
+        self.assertEqual(self.stored(), [])
+        self.assert_oversize_counted(errors_before, audit_before)
+
+        # The daemon is healthy: /healthz, the bystander's stream, a new connection of the same
+        # plugin, and traffic still reaching both.
+        self.assertEqual(d.healthz(), 200)
+        self.assertIsNone(bystander.status)
+        again = d.connect(self.ch, "hostile", FLOW_SUBS)
+        status, _ = d.proxy_get(self.origin.url("/hello"))
+        self.assertEqual(status, 200)
+        self.assertEqual(again.wait_flows(2), 2)
+        self.assertEqual(bystander.wait_flows(1), 1)
+        self.assert_still_serving(again)
+
+        # The limit is exact: a message of exactly 1 MiB is read (and refused by finding
+        # validation, the stream staying open); one byte more ends the stream.
+        probe = finding_bytes(evidence=b"x" * (MAX_RECEIVE - 64))
+        at_limit = finding_bytes(evidence=b"x" * (2 * MAX_RECEIVE - 64 - len(probe)))
+        self.assertEqual(len(at_limit), MAX_RECEIVE)
+        again.send(at_limit)
+        d.wait_metric("oxg_plugin_event_failures_total", 1, plugin="hostile", event="finding")
+        self.assertIsNone(again.status)
+        over = finding_bytes(evidence=b"x" * (2 * MAX_RECEIVE - 64 - len(probe) + 1))
+        self.assertEqual(len(over), MAX_RECEIVE + 1)
+        errors_before, audit_before = d.errors(), len(d.audit())
+        again.send(over)
+        self.assertEqual(again.wait_status(), grpc.StatusCode.RESOURCE_EXHAUSTED, again.details)
+        d.wait_metric("oxg_active_plugins", 1)
+        self.assertEqual(d.healthz(), 200)
+        self.assertIsNone(bystander.status)
+        self.assert_oversize_counted(errors_before, audit_before)
+
 if __name__ == "__main__":
     it.main()
