@@ -927,6 +927,7 @@ void PluginBus::Impl::DispatchVariant(const FlowMessage& message, size_t sub,
   flow->set_captured_at_unix_nano(message.captured_at_unix_nano);
   flow->set_raw_body_bytes(message.raw_body_bytes);
   flow->set_raw_body_truncated(message.raw_body_truncated);
+  flow->set_scheme(message.scheme.data(), message.scheme.size());
   if (span.context().IsValid()) {
     flow->set_traceparent(tracing::FormatTraceparent(span.context()));
   } else if (message.context.IsValid()) {

@@ -41,6 +41,7 @@ class FindingSink;
 // One captured message offered to the plugins. Views are valid during Publish only.
 struct FlowMessage {
   std::string_view flow_id;
+  std::string_view scheme;  // "http" or "https"
   uint64_t sequence = 0;
   bool response = false;
   int64_t captured_at_unix_nano = 0;

@@ -47,6 +47,7 @@ class BusFlowSink final : public proxy::FlowSink {
   void Publish(const proxy::FlowEvent& event) override {
     bus::FlowMessage message;
     message.flow_id = event.flow_id;
+    message.scheme = event.scheme;
     message.sequence = event.sequence;
     message.response = event.type == proxy::FlowType::kResponse;
     message.captured_at_unix_nano = event.timestamp_unix_nano;

@@ -504,6 +504,7 @@ class FlowPipeline::Impl {
     if (options_.sink == nullptr) return;
     FlowEvent event;
     event.flow_id = e.flow_id;
+    event.scheme = e.scheme;
     event.sequence = sequence;
     event.type = type;
     event.timestamp_unix_nano = captured.time_unix_nano;

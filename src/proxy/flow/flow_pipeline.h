@@ -59,6 +59,7 @@ struct CapturedExchange {
 // A flow event handed to the sink. Views are valid during Publish only.
 struct FlowEvent {
   std::string_view flow_id;
+  std::string_view scheme;  // "http" or "https"
   uint64_t sequence = 0;
   FlowType type = FlowType::kRequest;
   int64_t timestamp_unix_nano = 0;

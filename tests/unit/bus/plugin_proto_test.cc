@@ -72,6 +72,7 @@ std::vector<Field> ContractFields() {
       {flow, "traceparent", 7, FD::TYPE_STRING, false},
       {flow, "raw_body_bytes", 8, FD::TYPE_UINT64, false},
       {flow, "raw_body_truncated", 9, FD::TYPE_BOOL, false},
+      {flow, "scheme", 10, FD::TYPE_STRING, false},
       {finding, "target", 5, FD::TYPE_STRING, false},
       {finding, "evidence", 6, FD::TYPE_STRING, false},
       {finding, "flow_id", 7, FD::TYPE_STRING, false},
