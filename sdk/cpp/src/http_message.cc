@@ -122,7 +122,7 @@ std::string HttpMessage::Url() const {
   const size_t port_colon = host->rfind(':');
   const bool http = port_colon != std::string_view::npos && host->back() != ']' &&
                     host->substr(port_colon + 1) == "80";
-  std::string url = http ? "http://" : "https://";
+  std::string url = !scheme.empty() ? scheme + "://" : http ? "http://" : "https://";
   url.append(*host);
   if (t.empty() || t.front() != '/') {
     if (t == "*" || method == "CONNECT") return url;  // asterisk-form, authority-form

@@ -134,6 +134,7 @@ struct Plugin::Impl {
     }
     m.captured_at_unix_nano = fe.captured_at_unix_nano();
     m.traceparent = fe.traceparent();
+    m.scheme = fe.scheme();
     if (fe.raw_body_truncated()) m.body_truncated = true;
     if (fe.raw_body_bytes() != 0) {
       m.raw_body_bytes = fe.raw_body_bytes();

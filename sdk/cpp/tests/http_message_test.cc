@@ -46,6 +46,10 @@ TEST(SdkHttpParse, RequestOriginFormUrl) {
   EXPECT_EQ(m.Url(), "http://shop.test:80/x");
   m = MustParse("GET /x HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n", true);
   EXPECT_EQ(m.Url(), "https://[::1]:8443/x");
+  // The scheme the daemon sends wins over the guess: plain HTTP inside a CONNECT tunnel.
+  m = MustParse("GET /x HTTP/1.1\r\nHost: shop.test:8080\r\n\r\n", true);
+  m.scheme = "http";
+  EXPECT_EQ(m.Url(), "http://shop.test:8080/x");
   m = MustParse("GET /x HTTP/1.1\r\n\r\n", true);
   EXPECT_EQ(m.Url(), "");  // no host anywhere
   m = MustParse("GET /p?u=http://x/ HTTP/1.1\r\nHost: h\r\n\r\n", true);

@@ -27,6 +27,7 @@ struct HttpMessage {
   Variant variant = Variant::kUnspecified;
   int64_t captured_at_unix_nano = 0;
   std::string traceparent;      // the daemon's dispatch trace; Plugin::Emit sends it back
+  std::string scheme;           // "http" or "https" as the proxy saw it; empty from older daemons
   uint64_t raw_body_bytes = 0;  // the body's full length on the wire
   bool body_truncated = false;  // `body` holds only a prefix of it
 
@@ -47,9 +48,9 @@ struct HttpMessage {
   std::vector<std::string_view> Headers(std::string_view name) const;
 
   // Requests: the full URL. Absolute-form targets are returned as they are; origin-form ones are
-  // joined with the Host header. The scheme of an origin-form request is not on the wire: such a
-  // request came through a CONNECT tunnel, which the capture proxy intercepts as TLS, so it is
-  // taken as "https" unless Host names port 80. Empty when neither gives a host.
+  // joined with the Host header and `scheme`. A daemon too old to send the scheme leaves it to a
+  // guess: an origin-form request came through a CONNECT tunnel, which the capture proxy
+  // intercepts as TLS, so "https" unless Host names port 80. Empty when neither gives a host.
   std::string Url() const;
 };
 
