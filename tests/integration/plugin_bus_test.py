@@ -20,6 +20,8 @@ import os
 import queue
 import re
 import signal
+import socket
+import socketserver
 import sys
 import threading
 import time
@@ -389,14 +391,24 @@ class BusDaemon:
             if own:
                 conn.close()
 
-    def send_requests(self, url, n, threads=4, headers=None):
-        """`n` GETs through the proxy on `threads` keep-alive connections; all must be 200."""
+    def send_requests(self, url, n, threads=4, headers=None, gate=None):
+        """`n` GETs through the proxy on `threads` keep-alive connections; all must be 200.
+        `gate(sent)`, when given, is called before each request with the number sent so far
+        (all threads) and may block."""
         counts = [0] * threads
+        lock = threading.Lock()
+        sent = [0]
 
         def worker(i):
             conn = http.client.HTTPConnection("127.0.0.1", self.proxy_port, timeout=30)
             try:
                 for _ in range(i, n, threads):
+                    if gate:
+                        with lock:
+                            so_far = sent[0]
+                        gate(so_far)
+                    with lock:
+                        sent[0] += 1
                     status, _ = self.proxy_get(url, headers=headers, conn=conn)
                     assert status == 200, status
                     counts[i] += 1
@@ -413,9 +425,53 @@ class BusDaemon:
         return self.proc.wait(timeout)
 
 
+class FastOrigin:
+    """A keep-alive HTTP/1.1 origin that answers every request with one write (the origins of
+    proxy_upstreams.py write head and body separately, which costs a delayed ACK, ~40 ms, per
+    request on loopback: too slow for thousands of requests). Bodies of requests are not read:
+    send GETs."""
+
+    BODY = b"hello from the fast origin\n"
+
+    def __init__(self):
+        body = self.BODY
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while True:
+                    line = self.rfile.readline(65536)
+                    if not line:
+                        return
+                    while True:  # the rest of the head
+                        h = self.rfile.readline(65536)
+                        if h in (b"\r\n", b"\n", b""):
+                            break
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
 class BusCase(it.IntegrationCase):
-    def upstream(self):
-        u = pu.Upstream()
+    def upstream(self, fast=False):
+        u = FastOrigin() if fast else pu.Upstream()
         self.addCleanup(u.stop)
         return u
 
@@ -835,6 +891,112 @@ class HostileInputTest(BusCase):
         self.assertEqual(d.healthz(), 200)
         self.assertIsNone(bystander.status)
         self.assert_oversize_counted(errors_before, audit_before)
+
+
+# ---- 3. a slow plugin never slows the proxy ----------------------------------------------------
+
+class SlowPluginTest(BusCase):
+    REQUESTS = 3000
+
+    def test_a_stalled_plugin_drops_only_its_own_events_and_every_event_is_accounted_for(self):
+        n = self.REQUESTS
+        origin = self.upstream(fast=True)
+        d = BusDaemon(self, [("fast", ["CAP_FLOW_INSPECT"], FLOW_SUBS),
+                             ("stalled", ["CAP_FLOW_INSPECT"], FLOW_SUBS)])
+        fast = d.connect(d.channel(), "fast", FLOW_SUBS)
+        # Its own connection (the HTTP/2 connection window is shared by a channel's streams),
+        # with a small fixed receive window so what the transport buffers is small next to the
+        # 1024-event queue.
+        stalled = d.connect(d.channel([("grpc.http2.bdp_probe", 0),
+                                       ("grpc.http2.lookahead_bytes", 16384)]),
+                            "stalled", FLOW_SUBS, read=False)
+        samples = d.samples()
+        for name in ("fast", "stalled"):
+            self.assertEqual(d.metric("oxg_plugin_queue_capacity", samples, plugin=name),
+                             QUEUE_CAPACITY)
+            self.assertEqual(d.metric("oxg_plugin_queue_length", samples, plugin=name), 0)
+        self.assertEqual(d.metric("oxg_active_plugins", samples), 2)
+
+        # Requests carry 2 KiB of header so the stalled plugin's transport fills quickly.
+        # The test's own reader must not be the bottleneck of the fast plugin: the senders wait
+        # while more than 600 of its events are in flight (well under the 1024 queue), so its
+        # queue cannot overflow however slow this machine is. The stalled plugin is not waited
+        # for.
+        def keep_fast_plugin_ahead(sent):
+            fast.wait(lambda: 2 * sent - fast.flow_count <= 600 or fast.status is not None,
+                      60, "the fast plugin to keep up")
+
+        started = time.monotonic()
+        d.send_requests(origin.url("/hello"), n, threads=4, headers={"X-Pad": "p" * 2048},
+                        gate=keep_fast_plugin_ahead)
+        elapsed = time.monotonic() - started
+        # Every flow was published to both plugins: delivered to a queue or dropped.
+        for sub in FLOW_SUBS:
+            pu.wait_until(
+                lambda: d.metric("oxg_flow_events_total", subscription=sub) +
+                d.metric("oxg_flow_events_dropped_total", subscription=sub) == 2 * n,
+                WAIT * 2, what="%d %s events published" % (2 * n, sub))
+        samples = d.samples()
+        self.assertEqual(d.metric("oxg_proxy_capture_dropped_total", samples), 0)
+        self.assertEqual(len(d.history()), n)
+        dropped = {name: {ev: d.metric("oxg_plugin_queue_dropped_total", samples, plugin=name,
+                                       event=ev)
+                          for ev in ("flow_request", "flow_response")}
+                   for name in ("fast", "stalled")}
+        stalled_dropped = int(sum(dropped["stalled"].values()))
+        self.assertEqual(dropped["fast"], {"flow_request": 0, "flow_response": 0})
+        self.assertGreater(stalled_dropped, 0, "the stalled plugin's queue never filled")
+        self.assertEqual(d.metric("oxg_flow_events_dropped_total", samples, reason="queue_full"),
+                         stalled_dropped)
+        self.assertEqual(d.metric("oxg_flow_events_dropped_total", samples), stalled_dropped)
+        self.assertEqual(d.metric("oxg_flow_events_total", samples), 4 * n - stalled_dropped)
+        # The stalled plugin's queue is full and stays so; the fast one keeps up.
+        d.wait_metric("oxg_plugin_queue_length", QUEUE_CAPACITY, plugin="stalled")
+        d.wait_metric("oxg_plugin_queue_length", 0, plugin="fast")
+        self.assertEqual(fast.wait_flows(2 * n), 2 * n)
+        self.assertLess(stalled.flow_count, 2 * n - stalled_dropped)
+        self.assertIsNone(stalled.status, stalled.details)
+
+        # It resumes and drains: what it receives plus what was dropped for it is exactly what
+        # was published.
+        stalled.reading.set()
+        stalled.wait(lambda: stalled.flow_count >= 2 * n - stalled_dropped, 60,
+                     "the stalled plugin to drain")
+        d.wait_metric("oxg_plugin_queue_length", 0, plugin="stalled")
+        for s in (fast, stalled):
+            s.send(goodbye("done"))
+            s.close_send()
+            self.assertEqual(s.wait_status(), grpc.StatusCode.OK, s.details)
+        self.assertEqual(fast.flow_count, 2 * n)
+        self.assertEqual(stalled.flow_count + stalled_dropped, 2 * n)
+        samples = d.samples()
+        for name in ("fast", "stalled"):
+            self.assertEqual(sum(dropped[name].values()),
+                             d.metric("oxg_plugin_queue_dropped_total", samples, plugin=name),
+                             "nothing dropped after the traffic stopped")
+        self.assertEqual(d.metric("oxg_flow_events_dropped_total", samples), stalled_dropped,
+                         "nothing dropped as disconnected")
+        # The disconnect audit lines carry the same accounting.
+        leaving = {e["plugin_id"]: e["metadata"] for e in d.audit()
+                   if e["event_type"] == "plugin_disconnect"}
+        self.assertEqual(leaving["fast"], {"delivered": str(2 * n), "dropped": "0"})
+        self.assertEqual(leaving["stalled"], {"delivered": str(2 * n - stalled_dropped),
+                                              "dropped": str(stalled_dropped)})
+        # A request precedes its response on a stream, each flow is complete on the fast one,
+        # and the stalled one got each event at most once.
+        seen = {}
+        for f in fast.flows():
+            self.assertEqual(f.variant, common_pb2.FLOW_VARIANT_SANITIZED)
+            seen.setdefault(f.flow_id, []).append(f.type)
+        self.assertEqual(len(seen), n)
+        for types in seen.values():
+            self.assertEqual(types, [common_pb2.FlowEvent.FLOW_REQUEST,
+                                     common_pb2.FlowEvent.FLOW_RESPONSE])
+        keys = [(f.flow_id, f.type) for f in stalled.flows()]
+        self.assertEqual(len(keys), len(set(keys)))
+        self.assertTrue(set(keys) <= {(k, t) for k, ts in seen.items() for t in ts})
+        sys.stderr.write("[%d requests through the proxy in %.2fs with a stalled plugin; "
+                         "%d of its %d events dropped] " % (n, elapsed, stalled_dropped, 2 * n))
 
 if __name__ == "__main__":
     it.main()
