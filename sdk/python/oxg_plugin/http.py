@@ -43,6 +43,7 @@ class HttpMessage:
     method: str = ""
     target: str = ""
     url: str = ""
+    scheme: str = ""  # "http" or "https" when known (see guess_url)
     status: int = 0
     reason: str = ""
     http_version: str = "HTTP/1.1"
@@ -92,16 +93,18 @@ def _decode_line(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def guess_url(target: str, host: Optional[str]) -> str:
+def guess_url(target: str, host: Optional[str], scheme: str = "") -> str:
     """An absolute URL for a request target, as far as the message tells it.
 
     - absolute-form (`http://h/p`, what a client sends to a proxy): the target itself;
-    - origin-form (`/p`) with a Host header: `https://<host>/p`. The wire text does not say
-      which scheme was used; origin-form requests reach the proxy through a CONNECT tunnel
-      (intercepted TLS) far more often than as plain HTTP, so https is the guess;
-    - `*` (OPTIONS) with a Host: `https://<host>`;
+    - origin-form (`/p`) with a Host header: `<scheme>://<host>/p`. The daemon sends the scheme
+      with each flow event (`http`, or `https` for an intercepted TLS tunnel). Without it (an
+      older daemon, or parse_wire used alone) https is the guess: origin-form requests reach the
+      proxy through a CONNECT tunnel far more often than as plain HTTP;
+    - `*` (OPTIONS) with a Host: `<scheme>://<host>`;
     - anything else (no Host, authority-form): ''.
     """
+    scheme = scheme.lower() if scheme.lower() in ("http", "https") else "https"
     lowered = target[:8].lower()
     if lowered.startswith("http://") or lowered.startswith("https://"):
         return target
@@ -111,9 +114,9 @@ def guess_url(target: str, host: Optional[str]) -> str:
     if not host or any(c in host for c in " /\\?#@"):
         return ""
     if target.startswith("/"):
-        return f"https://{host}{target}"
+        return f"{scheme}://{host}{target}"
     if target == "*":
-        return f"https://{host}"
+        return f"{scheme}://{host}"
     return ""
 
 
@@ -194,4 +197,7 @@ def parse_wire(data: bytes, is_request: bool) -> HttpMessage:
             msg.raw_body_bytes = int(marker.strip())
     if is_request:
         msg.url = guess_url(msg.target, msg.header("host"))
+        match = re.match(r"^(https?)://", msg.target, re.IGNORECASE)
+        if match:
+            msg.scheme = match.group(1).lower()
     return msg

@@ -30,7 +30,7 @@ except ImportError as e:  # pragma: no cover - depends on the build
 
 from .env import EnvError, resolve_addr, resolve_config, resolve_name, resolve_token
 from .finding import Finding
-from .http import HttpMessage, WireError, parse_wire
+from .http import HttpMessage, WireError, guess_url, parse_wire
 
 __all__ = ["Plugin", "PluginError", "TEMPORARY_CODES"]
 
@@ -383,6 +383,11 @@ class Plugin:
         msg.variant = "raw" if flow.variant == common_pb2.FLOW_VARIANT_RAW else "sanitized"
         msg.captured_at_unix_nano = flow.captured_at_unix_nano
         msg.traceparent = flow.traceparent
+        scheme = getattr(flow, "scheme", "").lower()  # addition 10; absent in older stubs
+        if scheme in ("http", "https"):
+            msg.scheme = scheme
+            if is_request:
+                msg.url = guess_url(msg.target, msg.header("host"), scheme)
         if flow.raw_body_bytes:
             msg.raw_body_bytes = flow.raw_body_bytes
         msg.body_truncated = msg.body_truncated or flow.raw_body_truncated

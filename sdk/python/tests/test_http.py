@@ -128,6 +128,17 @@ class GuessUrlTest(unittest.TestCase):
             with self.subTest(target=target, host=host):
                 self.assertEqual(guess_url(target, host), want)
 
+    def test_scheme_from_the_daemon(self):
+        self.assertEqual(guess_url("/a", "h", "http"), "http://h/a")
+        self.assertEqual(guess_url("/a", "h", "HTTPS"), "https://h/a")
+        self.assertEqual(guess_url("*", "h", "http"), "http://h")
+        self.assertEqual(guess_url("/a", "h", "ftp"), "https://h/a")
+        self.assertEqual(guess_url("https://x/a", "h", "http"), "https://x/a")
+
+    def test_scheme_of_absolute_form(self):
+        self.assertEqual(parse_wire(b"GET HTTP://h/ HTTP/1.1\r\n\r\n", True).scheme, "http")
+        self.assertEqual(parse_wire(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", True).scheme, "")
+
 
 if __name__ == "__main__":
     unittest.main()

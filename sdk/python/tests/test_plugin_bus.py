@@ -237,8 +237,12 @@ class PluginBusTest(unittest.TestCase):
         self.assertEqual(resp.raw_body_bytes, 9000)
         self.assertTrue(resp.body_truncated)
         # The broken callback ran after on_response; one more event proves dispatch goes on.
-        stream.outgoing.put(flow_event(common_pb2.FlowEvent.FLOW_REQUEST, REQUEST, flow_id="2"))
-        self.assertEqual(got.get(timeout=WAIT)[1].flow_id, "2")
+        # It also carries the scheme (addition 10), which fixes the URL of origin-form targets.
+        stream.outgoing.put(flow_event(common_pb2.FlowEvent.FLOW_REQUEST, REQUEST, flow_id="2",
+                                       scheme="http"))
+        plain = got.get(timeout=WAIT)[1]
+        self.assertEqual(plain.flow_id, "2")
+        self.assertEqual((plain.scheme, plain.url), ("http", "http://bank.example/account"))
         self.assertEqual(plugin.stats["callback_errors"], 1)
         self.assertIn("broken failed on flow " + FLOW_ID + ": RuntimeError: plugin bug",
                       self.log.getvalue())
