@@ -998,5 +998,227 @@ class SlowPluginTest(BusCase):
         sys.stderr.write("[%d requests through the proxy in %.2fs with a stalled plugin; "
                          "%d of its %d events dropped] " % (n, elapsed, stalled_dropped, 2 * n))
 
+
+# ---- 4. real clients end to end ----------------------------------------------------------------
+
+SDK_PLUGIN = r"""
+import sys
+from oxg_plugin import Finding, Plugin
+
+plugin = Plugin(capabilities=["CAP_FLOW_INSPECT", "CAP_EMIT_FINDINGS"],
+                subscriptions=["FLOW_REQUEST", "FLOW_RESPONSE"], reconnect_initial=0.1)
+
+
+@plugin.on_request
+def request(msg):
+    plugin.log("request %s %s %s" % (msg.flow_id, msg.traceparent, msg.target))
+
+
+@plugin.on_response
+def response(msg):
+    plugin.emit(Finding("itest.flow-seen", "response %d for flow %s" % (msg.status, msg.flow_id),
+                        severity="low", target=msg.host,
+                        metadata={"status": str(msg.status)}),
+                cause=msg)
+    plugin.log("response %s %s %d" % (msg.flow_id, msg.traceparent, msg.status))
+
+
+sys.exit(plugin.main())
+"""
+
+
+def read_trace_file(path):
+    """Contract §6.5: line 1 is "[", then one event per line followed by ","; metadata events
+    ("ph": "M") are left out."""
+    spans = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    assert lines[0] == "[", lines[0]
+    for line in lines[1:]:
+        line = line.strip()
+        if not line or line == "]":
+            continue
+        event = json.loads(line.rstrip(","))
+        if event.get("ph") == "X":
+            spans.append(event)
+    return spans
+
+
+class EndToEndTest(BusCase):
+    def start_plugin(self, argv, name, d, token_env):
+        env = it.clean_env(OXG_BUS_ADDR=d.bus_addr, OXG_PLUGIN_NAME=name, **token_env)
+        p = it.Proc(argv, env=env, cwd=self.tmp)
+        self.procs.append(p)
+        return p
+
+    def test_sdk_plugins_get_real_flows_and_their_findings_join_the_flow_trace(self):
+        origin = self.upstream()
+        trace_file = os.path.join(self.tmp, "spans.json")
+        cpp_bin = it.binary("oxg_example_cpp_plugin")
+        headers_bin = it.binary("oxg-passive-headers")
+        have_cpp = os.access(cpp_bin, os.X_OK)
+        have_headers = os.access(headers_bin, os.X_OK)
+        caps = ["CAP_FLOW_INSPECT", "CAP_EMIT_FINDINGS"]
+        # No --token: the daemon generates <data-dir>/token, which the plugins read.
+        d = BusDaemon(self, [("py-e2e", caps, FLOW_SUBS),
+                             ("example-cpp", caps, ["FLOW_REQUEST"]),
+                             ("passive-headers", caps, FLOW_SUBS)],
+                      extra=["--trace-file", trace_file, "--trace-sample-ratio", "1"], token=None)
+        token_file = os.path.join(d.data, "token")
+
+        script = os.path.join(self.tmp, "sdk_plugin.py")
+        with open(script, "w") as f:
+            f.write(SDK_PLUGIN)
+        plugins = {"py-e2e": self.start_plugin(
+            [sys.executable, "-B", script], "py-e2e", d,
+            {"PYTHONPATH": PYTHON_DIR, "OXG_AUTH_TOKEN_FILE": token_file})}
+        if have_cpp:
+            plugins["example-cpp"] = self.start_plugin([cpp_bin], "example-cpp", d,
+                                                       {"OXG_AUTH_TOKEN": d.token})
+        else:
+            sys.stderr.write("[no %s: the C++ example plugin is not checked] " % cpp_bin)
+        if have_headers:
+            plugins["passive-headers"] = self.start_plugin(
+                [headers_bin], "passive-headers", d,
+                {"OXG_AUTH_TOKEN_FILE": token_file, "OXG_PLUGIN_CONFIG": "{}"})
+        else:
+            sys.stderr.write("[no %s: passive-headers is not checked] " % headers_bin)
+        plugins["py-e2e"].wait_for_stderr(r"connected to 0xgend", timeout=WAIT)
+        d.wait_metric("oxg_active_plugins", len(plugins))
+        loads = {e["plugin_id"] for e in d.audit() if e["event_type"] == "plugin_load"}
+        self.assertEqual(loads, set(plugins))
+
+        # Real traffic through the proxy.
+        # The last one sets cookies without SameSite/Secure: passive-headers reports those.
+        paths = ["/hello?i=0", "/hello?i=1", "/cookie"]
+        k = len(paths)
+        for path in paths:
+            status, _ = d.proxy_get(origin.url(path))
+            self.assertEqual(status, 200)
+        expected = {"py-e2e": k, "example-cpp": 1 if have_cpp else 0}
+
+        def by_plugin():
+            out = {}
+            for f in d.findings():
+                out.setdefault(f["plugin"], []).append(f)
+            return out
+
+        pu.wait_until(lambda: all(len(by_plugin().get(n, [])) >= c for n, c in expected.items())
+                      and (not have_headers or by_plugin().get("passive-headers")),
+                      WAIT, what="findings from %s" % sorted(plugins))
+        history = {h["flow_id"]: h for h in pu.wait_until(
+            lambda: len(d.history()) >= k and d.history(), WAIT, what="history")}
+        self.assertEqual(len(history), k)
+        findings = by_plugin()
+        self.assertEqual(len(findings["py-e2e"]), k, findings["py-e2e"])
+        flows_with_findings = set()
+        for name, fs in findings.items():
+            for f in fs:
+                self.assertEqual(f["version"], "0.2")
+                self.assertRegex(f["id"], r"^[0-9A-Z]{26}$")
+                self.assertRegex(f["trace_id"], r"^[0-9a-f]{32}$", f)
+                flow_id = f["meta"].get("flow_id")
+                self.assertIn(flow_id, history, f)
+                # The finding carries the trace id of the flow that caused it.
+                self.assertEqual(f["trace_id"], history[flow_id]["trace_id"], f)
+                if name == "py-e2e":
+                    self.assertEqual(f["type"], "itest.flow-seen")
+                    self.assertEqual(f["severity"], "low")
+                    self.assertEqual(f["message"], "response 200 for flow %s" % flow_id)
+                    self.assertEqual(f["meta"]["status"], "200")
+                    flows_with_findings.add(flow_id)
+                elif name == "example-cpp":
+                    self.assertEqual(f["type"], "example.host-seen")
+                    self.assertEqual(f["meta"]["host"], "127.0.0.1:%d" % origin.port)
+        self.assertEqual(flows_with_findings, set(history))
+        # The SDK plugin saw each flow's traceparent; that of the response is the finding's.
+        log = plugins["py-e2e"].stderr
+        for flow_id, h in history.items():
+            m = re.search(r"response %s 00-([0-9a-f]{32})-([0-9a-f]{16})-01 200" % flow_id, log)
+            self.assertTrue(m, log)
+            self.assertEqual(m.group(1), h["trace_id"])
+
+        # Findings are audited inside their receive_event span: same trace id.
+        received = [e for e in d.audit() if e["event_type"] == "finding_received"
+                    and e.get("plugin_id") == "py-e2e"]
+        self.assertEqual(len(received), k)
+        self.assertEqual({e.get("trace_id") for e in received},
+                         {h["trace_id"] for h in history.values()})
+
+        # The plugins leave on SIGTERM with a goodbye; then the daemon, which flushes its spans.
+        for name, p in plugins.items():
+            it.send_signal(p, it.SIGTERM)
+            self.assertEqual(p.wait(WAIT), 0, "%s: %s" % (name, p.stderr))
+        d.wait_metric("oxg_active_plugins", 0)
+        leaving = {e["plugin_id"]: e["reason"] for e in d.audit()
+                   if e["event_type"] == "plugin_disconnect"}
+        self.assertEqual(set(leaving), set(plugins))
+        for name, reason in leaving.items():
+            self.assertTrue(reason.startswith("goodbye"), (name, reason))
+        self.assertEqual(d.stop(), 0, d.proc.stderr)
+
+        spans = read_trace_file(trace_file)
+        for flow_id, h in history.items():
+            self.check_flow_trace(spans, flow_id, h["trace_id"], plugins)
+        sys.stderr.write("[findings: %s; %d spans] " % (
+            ", ".join("%s %d" % (n, len(fs)) for n, fs in sorted(findings.items())), len(spans)))
+
+    def check_flow_trace(self, spans, flow_id, trace_id, plugins):
+        """Contract §5: capture_flow -> publish_flow_event -> dispatch_flow -> dispatch_event
+        (one per plugin) -> receive_event (the finding, sent with the event's traceparent)."""
+        mine = [s for s in spans if s["args"]["trace_id"] == trace_id]
+        by_id = {s["args"]["span_id"]: s for s in mine}
+
+        def named(name):
+            return [s for s in mine if s["name"] == name]
+
+        def attr(span, key):
+            return span["args"].get("attributes", {}).get(key)
+
+        def parent(span):
+            return by_id.get(span["args"].get("parent_span_id"))
+
+        what = "trace %s of flow %s: %s" % (trace_id, flow_id,
+                                             sorted(s["name"] for s in mine))
+        capture = named("proxy.capture_flow")
+        self.assertEqual(len(capture), 1, what)
+        self.assertEqual(attr(capture[0], "oxg.flow.id"), flow_id, what)
+        publish = named("proxy.publish_flow_event")
+        self.assertEqual(sorted(attr(s, "oxg.flow.phase") for s in publish),
+                         ["request", "response"], what)
+        for s in publish:
+            self.assertIs(parent(s), capture[0], what)
+        dispatch = named("plugin_bus.dispatch_flow")
+        self.assertEqual(len(dispatch), 2, what)  # one per message: only sanitized subscribers
+        phase_of = {}
+        for s in dispatch:
+            self.assertIn(parent(s), publish, what)
+            self.assertEqual(attr(s, "oxg.flow.variant"), "sanitized", what)
+            phase_of[s["args"]["span_id"]] = attr(parent(s), "oxg.flow.phase")
+        events = named("plugin_bus.dispatch_event")
+        got = sorted((attr(s, "oxg.plugin.id"), phase_of[parent(s)["args"]["span_id"]])
+                     for s in events if parent(s) in dispatch)
+        self.assertEqual(len(got), len(events), what)
+        want = []
+        for name in plugins:
+            want += [(name, "request")]
+            if name != "example-cpp":
+                want += [(name, "response")]
+        self.assertEqual(got, sorted(want), what)
+        receive = [s for s in named("plugin_bus.receive_event")
+                   if attr(s, "oxg.plugin.id") == "py-e2e"]
+        self.assertEqual(len(receive), 1, what)
+        cause = parent(receive[0])
+        self.assertIsNotNone(cause, what)
+        self.assertEqual(cause["name"], "plugin_bus.dispatch_event", what)
+        self.assertEqual(attr(cause, "oxg.plugin.id"), "py-e2e", what)
+        self.assertEqual(phase_of[parent(cause)["args"]["span_id"]], "response", what)
+        self.assertEqual(attr(receive[0], "oxg.event.type"), "finding", what)
+        kinds = {"proxy.capture_flow": "server", "proxy.publish_flow_event": "internal",
+                 "plugin_bus.dispatch_flow": "internal", "plugin_bus.dispatch_event": "producer",
+                 "plugin_bus.receive_event": "consumer"}
+        for span in capture + publish + dispatch + events + receive:
+            self.assertEqual(span["args"]["kind"], kinds[span["name"]], span)
+
 if __name__ == "__main__":
     it.main()
