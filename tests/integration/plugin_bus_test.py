@@ -19,7 +19,6 @@ import json
 import os
 import queue
 import re
-import signal
 import socket
 import socketserver
 import sys
@@ -1219,6 +1218,157 @@ class EndToEndTest(BusCase):
                  "plugin_bus.receive_event": "consumer"}
         for span in capture + publish + dispatch + events + receive:
             self.assertEqual(span["args"]["kind"], kinds[span["name"]], span)
+
+
+# ---- 5. many plugins, disconnects and reconnects -------------------------------------------------
+
+class ManyPluginsTest(BusCase):
+    PLUGINS = 100
+    STREAMS_PER_CHANNEL = 10
+
+    def connect_all(self, d, names):
+        channels = [d.channel() for _ in range(len(names) // self.STREAMS_PER_CHANNEL + 1)]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            return list(pool.map(
+                lambda i: d.connect(channels[i // self.STREAMS_PER_CHANNEL], names[i], FLOW_SUBS),
+                range(len(names))))
+
+    def assert_series(self, d, names):
+        samples = d.samples()
+        for family in ("oxg_plugin_queue_length", "oxg_plugin_queue_capacity"):
+            self.assertEqual(sorted(lab["plugin"] for lab in d.series(family, samples)),
+                             sorted(names), family)
+        for name in names:
+            self.assertEqual(d.metric("oxg_plugin_queue_capacity", samples, plugin=name),
+                             QUEUE_CAPACITY)
+        self.assertEqual(d.metric("oxg_active_plugins", samples), len(names))
+
+    def test_100_plugins_at_once_and_no_stale_series_or_queues_after_they_leave(self):
+        n = self.PLUGINS
+        origin = self.upstream(fast=True)
+        names = ["swarm-%03d" % i for i in range(n)]
+        d = BusDaemon(self, [(name, ["CAP_FLOW_INSPECT"], FLOW_SUBS) for name in names])
+
+        def traffic_reaches_all(streams, requests=3):
+            before = [s.flow_count for s in streams]
+            d.send_requests(origin.url("/hello"), requests, threads=1)
+            for s, b in zip(streams, before):
+                self.assertEqual(s.wait_flows(b + 2 * requests), b + 2 * requests)
+
+        for round_ in (1, 2):
+            audit_before = len(d.audit())
+            streams = self.connect_all(d, names)
+            d.wait_metric("oxg_active_plugins", n)
+            self.assert_series(d, names)
+            loads = [e["plugin_id"] for e in d.audit()[audit_before:]
+                     if e["event_type"] == "plugin_load"]
+            self.assertEqual(sorted(loads), names)
+            traffic_reaches_all(streams)
+            samples = d.samples()
+            self.assertEqual(d.metric("oxg_plugin_queue_dropped_total", samples), 0)
+            self.assertEqual(d.metric("oxg_flow_events_dropped_total", samples), 0)
+
+            # Half leave with goodbye, half vanish (cancelled calls).
+            for i, s in enumerate(streams):
+                if i % 2 == 0:
+                    s.send(goodbye("round %d" % round_))
+                    s.close_send()
+                else:
+                    s.cancel()
+            for i, s in enumerate(streams):
+                self.assertEqual(s.wait_status(),
+                                 grpc.StatusCode.OK if i % 2 == 0 else grpc.StatusCode.CANCELLED,
+                                 (names[i], s.details))
+            d.wait_metric("oxg_active_plugins", 0)
+            self.assert_series(d, [])
+            pu.wait_until(lambda: len([e for e in d.audit()[audit_before:]
+                                       if e["event_type"] == "plugin_disconnect"]) == n,
+                          WAIT, what="%d plugin_disconnect audit lines" % n)
+            leaving = {e["plugin_id"]: e["reason"] for e in d.audit()[audit_before:]
+                       if e["event_type"] == "plugin_disconnect"}
+            self.assertEqual(sorted(leaving), names)
+            for i, name in enumerate(names):
+                if i % 2 == 0:
+                    self.assertEqual(leaving[name], "goodbye: round %d" % round_)
+                else:
+                    self.assertFalse(leaving[name].startswith("goodbye"), leaving[name])
+
+            # Nobody is routed any more: a flow is delivered to no queue and dropped for none.
+            samples = d.samples()
+            delivered = d.metric("oxg_flow_events_total", samples)
+            dropped = d.metric("oxg_flow_events_dropped_total", samples)
+            flows = len(d.history())
+            d.send_requests(origin.url("/hello"), 1, threads=1)
+            pu.wait_until(lambda: len(d.history()) == flows + 1, WAIT, what="history line")
+            samples = d.samples()
+            self.assertEqual(d.metric("oxg_flow_events_total", samples), delivered)
+            self.assertEqual(d.metric("oxg_flow_events_dropped_total", samples), dropped)
+        self.assertEqual(d.healthz(), 200)
+
+    def test_a_vanished_plugin_is_counted_as_a_stream_error_and_a_half_close_is_not(self):
+        """A plugin whose call is cancelled (it crashed, its connection dropped) is a plugin error
+        (contract §4 reason `stream_recv`; PluginBus's OnCancel counts it and records "connection
+        lost"); one that closes its side without a goodbye is audited as such."""
+        d = BusDaemon(self, [("vanish", ["CAP_FLOW_INSPECT"], FLOW_SUBS),
+                             ("halfclose", ["CAP_FLOW_INSPECT"], FLOW_SUBS)])
+        ch = d.channel()
+        vanish = d.connect(ch, "vanish", FLOW_SUBS)
+        half = d.connect(ch, "halfclose", FLOW_SUBS)
+        half.close_send()
+        self.assertEqual(half.wait_status(), grpc.StatusCode.OK, half.details)
+        vanish.cancel()
+        self.assertEqual(vanish.wait_status(), grpc.StatusCode.CANCELLED)
+        d.wait_metric("oxg_active_plugins", 0)
+        pu.wait_until(lambda: len([e for e in d.audit()
+                                   if e["event_type"] == "plugin_disconnect"]) == 2,
+                      WAIT, what="2 plugin_disconnect audit lines")
+        leaving = {e["plugin_id"]: e["reason"] for e in d.audit()
+                   if e["event_type"] == "plugin_disconnect"}
+        self.assertEqual(leaving["halfclose"], "closed without goodbye")
+        self.assertEqual(d.metric("oxg_plugin_errors_total", plugin="halfclose"), 0)
+        with self.subTest("the vanished plugin is counted once as stream_recv"):
+            self.assertEqual(d.metric("oxg_plugin_errors_total", plugin="vanish",
+                                      reason="stream_recv"), 1, d.errors())
+        with self.subTest("its disconnect audit line says the connection was lost"):
+            self.assertEqual(leaving["vanish"], "connection lost")
+
+
+# ---- 6. shutdown with plugins connected ----------------------------------------------------------
+
+class ShutdownTest(BusCase):
+    def test_sigterm_ends_every_stream_with_unavailable_and_the_daemon_exits_0(self):
+        origin = self.upstream(fast=True)
+        d = BusDaemon(self, [("one", ["CAP_FLOW_INSPECT"], FLOW_SUBS),
+                             ("two", ["CAP_FLOW_INSPECT"], FLOW_SUBS),
+                             ("sleepy", ["CAP_FLOW_INSPECT"], FLOW_SUBS)])
+        ch = d.channel()
+        one = d.connect(ch, "one", FLOW_SUBS)
+        two = d.connect(ch, "two", ["FLOW_RESPONSE"])
+        # A plugin that stopped reading with events waiting for it, and a stream still without
+        # its hello.
+        sleepy = d.connect(d.channel([("grpc.http2.bdp_probe", 0),
+                                      ("grpc.http2.lookahead_bytes", 16384)]),
+                           "sleepy", FLOW_SUBS, read=False)
+        pending = d.stream(ch)
+        d.send_requests(origin.url("/hello"), 300, threads=2, headers={"X-Pad": "p" * 2048})
+        self.assertEqual(one.wait_flows(600), 600)
+        self.assertEqual(two.wait_flows(300), 300)
+        pu.wait_until(lambda: d.metric("oxg_plugin_queue_length", plugin="sleepy") > 0, WAIT,
+                      what="events waiting for the sleepy plugin")
+
+        started = time.monotonic()
+        it.send_signal(d.proc, it.SIGTERM)
+        for name, s in (("one", one), ("two", two), ("sleepy", sleepy), ("pending", pending)):
+            if name == "sleepy":
+                s.reading.set()  # it reads again: what was written, then the status
+            self.assertEqual(s.wait_status(timeout=10), grpc.StatusCode.UNAVAILABLE,
+                             (name, s.details))
+        self.assertEqual(d.proc.wait(10), 0, d.proc.stderr)
+        self.assertLess(time.monotonic() - started, 5.0, "shutdown took too long")
+        self.assertEqual(one.flow_count, 600, "nothing after the shutdown")
+        leaving = {e["plugin_id"] for e in d.audit() if e["event_type"] == "plugin_disconnect"}
+        self.assertEqual(leaving, {"one", "two", "sleepy"})
+        self.assertEqual(d.audit()[-1]["reason"], "daemon stopped")
 
 if __name__ == "__main__":
     it.main()
