@@ -186,6 +186,7 @@ class PluginBus::Impl final : public Service {
   enum class ClaimResult { kOk, kDuplicate, kTooMany, kStopping };
   ClaimResult Claim(const std::shared_ptr<Session>& session, const std::string& name);
   void Reroute();
+  bool stopping() const { return stopped_.load(std::memory_order_relaxed); }
   void Forget(Session* session, const std::string& name, bool claimed);
 
   std::string_view PluginLabel(std::string_view name) const {
@@ -329,7 +330,6 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
         Refuse(grpc::StatusCode::FAILED_PRECONDITION, "the stream ended before a hello",
                "no_hello");
       } else {
-        if (!goodbye_ && !context_->IsCancelled()) leave_reason_ = "closed without goodbye";
         Close(grpc::Status::OK);
       }
       return;
@@ -411,13 +411,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     writing_ = false;
   }
 
-  void OnCancel() override {
-    if (!finish_wanted_locked()) {
-      bus_.stats_.plugin_errors.WithLabels({bus_.PluginLabel(name_), "stream_recv"}).Inc();
-      if (leave_reason_.empty()) leave_reason_ = "connection lost";
-    }
-    Close(grpc::Status::CANCELLED);
-  }
+  void OnCancel() override { Close(grpc::Status::CANCELLED); }
 
   void OnDone() override {
     const bool was_active = welcomed();
@@ -426,7 +420,22 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       bus_.stats_.active_plugins.Dec();
       bus_.stats_.queue_length.Remove({name_});
       bus_.stats_.queue_capacity.Remove({name_});
-      const std::string reason = leave_reason_.empty() ? "stream ended" : leave_reason_;
+      // Only now, with every operation finished, does IsCancelled() tell a plugin that vanished
+      // (or sent a message over the size limit, which gRPC refuses by cancelling the call) from
+      // one that closed its side: the read fails the same way in both cases, and the
+      // cancellation may be reported before or after it.
+      std::string reason;
+      if (goodbye_) {
+        reason = leave_reason_;
+      } else if (context_->IsCancelled() && !bus_.stopping()) {
+        bus_.stats_.plugin_errors.WithLabels({name_, "stream_recv"}).Inc();
+        reason = Cat("connection lost (cancelled, or a message over ",
+                     bus_.options_.max_receive_bytes, " bytes)");
+      } else {
+        std::lock_guard lock(mu_);
+        reason = final_status_.ok() ? "closed without goodbye"
+                                    : Cat("ended by the daemon: ", final_status_.error_message());
+      }
       bus_.Audit(audit::EventType::kPluginDisconnect, audit::Decision::kInfo, name_, reason,
                  {{"delivered", Cat(delivered_.load())}, {"dropped", Cat(dropped_.load())}});
       log::Info(kComponent, Cat("plugin ", name_, " disconnected (", reason, ")"));
@@ -448,10 +457,6 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   bool closing() {
     std::lock_guard lock(mu_);
     return closing_;
-  }
-  bool finish_wanted_locked() {
-    std::lock_guard lock(mu_);
-    return finish_wanted_;
   }
 
   void FinishNow(grpc::Status status) {

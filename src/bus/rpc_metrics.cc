@@ -3,7 +3,10 @@
 #include <string_view>
 
 #include <grpcpp/support/interceptor.h>
+#include <grpcpp/server_context.h>
 #include <grpcpp/support/status.h>
+
+#include "telemetry/tracing/tracer.h"
 
 namespace oxg::bus::internal {
 namespace {
@@ -38,18 +41,34 @@ Route RouteOf(std::string_view path) {
 
 class Interceptor final : public grpc::experimental::Interceptor {
  public:
-  Interceptor(RpcMetrics& metrics, Route route)
-      : metrics_(metrics), route_(route), start_(std::chrono::steady_clock::now()) {
+  Interceptor(RpcMetrics& metrics, grpc::experimental::ServerRpcInfo* info, Route route)
+      : metrics_(metrics), info_(info), route_(route), start_(std::chrono::steady_clock::now()) {
     metrics_.requests.WithLabels({route_.component, route_.method}).Inc();
   }
   ~Interceptor() override {
     // A call torn down without a status sent (the server stopped) still counts once.
-    if (!recorded_) Record(grpc::StatusCode::CANCELLED);
+    if (!recorded_) Record(status_seen_ ? code_ : grpc::StatusCode::CANCELLED);
   }
 
+  // The status the handler sent is the outcome unless the call was cancelled: a peer that
+  // vanished, or a message over the size limit that gRPC refused by cancelling the call, both
+  // after which the handler's status reaches nobody. The call's close arrives before or after
+  // the status, so the outcome is recorded when both are known.
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      Record(methods->GetSendStatus().error_code());
+      status_seen_ = true;
+      code_ = methods->GetSendStatus().error_code();
+      // The handler finishes with its span active: keep it for the exemplar.
+      if (const tracing::SpanContext* ctx = tracing::CurrentContext();
+          ctx != nullptr && ctx->sampled()) {
+        exemplar_ = *ctx;
+      }
+      if (closed_) Record(cancelled_ ? grpc::StatusCode::CANCELLED : code_);
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_CLOSE)) {
+      closed_ = true;
+      cancelled_ = info_->server_context() != nullptr && info_->server_context()->IsCancelled();
+      if (status_seen_) Record(cancelled_ ? grpc::StatusCode::CANCELLED : code_);
     }
     methods->Proceed();
   }
@@ -61,15 +80,33 @@ class Interceptor final : public grpc::experimental::Interceptor {
     const std::string_view name = StatusCodeName(code);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    metrics_.duration.WithLabels({route_.component, route_.method, name}).Observe(seconds);
+    metrics::Histogram& duration =
+        metrics_.duration.WithLabels({route_.component, route_.method, name});
+    if (exemplar_.IsValid()) {
+      char trace_id[32], span_id[16];
+      exemplar_.trace_id.WriteHex(trace_id);
+      exemplar_.span_id.WriteHex(span_id);
+      const metrics::ExemplarLabel labels[] = {
+          {"trace_id", std::string_view(trace_id, sizeof(trace_id))},
+          {"span_id", std::string_view(span_id, sizeof(span_id))}};
+      duration.ObserveWithExemplar(seconds, labels);
+    } else {
+      duration.Observe(seconds);
+    }
     if (code != grpc::StatusCode::OK) {
       metrics_.errors.WithLabels({route_.component, route_.method, name}).Inc();
     }
   }
 
   RpcMetrics& metrics_;
+  grpc::experimental::ServerRpcInfo* info_;
   Route route_;
   std::chrono::steady_clock::time_point start_;
+  tracing::SpanContext exemplar_;
+  grpc::StatusCode code_ = grpc::StatusCode::OK;
+  bool status_seen_ = false;
+  bool closed_ = false;
+  bool cancelled_ = false;
   bool recorded_ = false;
 };
 
@@ -78,7 +115,7 @@ class Factory final : public grpc::experimental::ServerInterceptorFactoryInterfa
   explicit Factory(RpcMetrics& metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new Interceptor(metrics_, RouteOf(info->method() ? info->method() : ""));
+    return new Interceptor(metrics_, info, RouteOf(info->method() ? info->method() : ""));
   }
 
  private:
