@@ -210,6 +210,7 @@ class FindingStore::Impl {
   // Writes the pending lines: one write per run of lines that fits in the current file,
   // rotating between runs.
   void Flush() {
+    ReopenIfReplaced();
     const size_t n = line_ends_.size();
     size_t i = 0;
     while (i < n) {
@@ -287,10 +288,45 @@ class FindingStore::Impl {
 
   // path.N -> path.N+1 (N = keep-1 .. 1), path -> path.1, then a fresh path. On failure the
   // current descriptor stays in use (whatever name it has now), so no line is lost.
+  // An operator may delete or move findings.jsonl while the daemon runs: lines written to the
+  // old inode would be lost and rotating it would push history out for nothing. One stat per
+  // batch notices; a new file is started at the path.
+  void ReopenIfReplaced() {
+    if (!regular_) return;
+    struct stat ours, named;
+    if (::fstat(fd_.get(), &ours) != 0) return;
+    if (::stat(options_.path.c_str(), &named) == 0 && named.st_ino == ours.st_ino &&
+        named.st_dev == ours.st_dev) {
+      return;
+    }
+    absl::StatusOr<OpenedFile> reopened = OpenFindingsFile(options_.path);
+    if (!reopened.ok()) return;  // the write below reports the trouble, if any
+    log::Warn(kComponent, Cat(options_.path, " was deleted or replaced; writing a new one"));
+    fd_ = std::move(reopened->fd);
+    regular_ = reopened->regular;
+    size_ = reopened->size;
+    needs_newline_ = reopened->needs_newline;
+  }
+
   bool Rotate() {
     const std::string& path = options_.path;
     auto numbered = [&path](int n) { return Cat(path, ".", n); };
+    auto adopt = [this](OpenedFile&& f) {
+      fd_ = std::move(f.fd);
+      regular_ = f.regular;
+      size_ = f.size;
+      needs_newline_ = f.needs_newline;
+    };
     std::string failure;
+    // The new file exists before anything is renamed, so a failure to create it (no inodes, no
+    // descriptors) leaves every rotated file where it was.
+    const std::string fresh_path = Cat(path, ".new");
+    absl::StatusOr<OpenedFile> fresh = absl::InternalError("not opened");
+    if (failure.empty()) {
+      ::unlink(fresh_path.c_str());  // left by a crash between its creation and its rename
+      fresh = OpenFindingsFile(fresh_path);
+      if (!fresh.ok()) failure = Cat("create ", fresh.status().message());
+    }
     for (int n = options_.keep - 1; n >= 1 && failure.empty(); --n) {
       const std::string from = numbered(n);
       const std::string to = numbered(n + 1);
@@ -302,21 +338,22 @@ class FindingStore::Impl {
     if (failure.empty()) {
       const std::string to = numbered(1);
       if (::rename(path.c_str(), to.c_str()) != 0) {
-        const int err = errno;
-        failure = Cat("rename ", path, " -> ", to, ": ", ErrnoText(err));
+        failure = Cat("rename ", path, " -> ", to, ": ", ErrnoText(errno));
       }
     }
     if (failure.empty()) {
-      absl::StatusOr<OpenedFile> fresh = OpenFindingsFile(path);
-      if (fresh.ok()) {
-        fd_ = std::move(fresh->fd);
-        regular_ = fresh->regular;
-        size_ = fresh->size;
-        needs_newline_ = fresh->needs_newline;
+      if (::rename(fresh_path.c_str(), path.c_str()) != 0) {
+        // The current file is already .1: write to the new one under its temporary name
+        // rather than lose the batch, and say so.
+        failure = Cat("rename ", fresh_path, " -> ", path, ": ", ErrnoText(errno));
+        adopt(*std::move(fresh));
+      } else {
+        adopt(*std::move(fresh));
         ++tally_.rotations;
         return true;
       }
-      failure = Cat("open ", fresh.status().message());
+    } else if (fresh.ok()) {
+      ::unlink(fresh_path.c_str());
     }
     ++tally_.rotation_errors;
     ++unreported_rotation_errors_;

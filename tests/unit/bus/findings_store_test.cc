@@ -510,3 +510,61 @@ TEST_F(FindingStoreTest, ConcurrentSubmittersLoseNothing) {
 
 }  // namespace
 }  // namespace oxg::bus
+
+namespace oxg::bus {
+namespace {
+
+// The new file is created before anything is renamed: when it cannot be (here a non-empty
+// directory sits where it would go), the rotated history stays exactly where it was, however
+// many batches try again.
+TEST_F(FindingStoreTest, RotationThatCannotCreateTheNewFileShiftsNothing) {
+  FindingStore::Options o = Options();
+  o.rotate_bytes = LineSize();  // one line per file
+  o.keep = 3;
+  FindingStore& s = OpenStore(o);
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(s.Submit(MakeFinding(i)));
+    s.Drain();
+  }
+  ASSERT_EQ(Numbers(Rotated(1)), Range(2, 2));
+  ASSERT_EQ(Numbers(Rotated(2)), Range(1, 1));
+  ASSERT_TRUE(std::filesystem::create_directory(path_ + ".new"));
+  { std::ofstream(path_ + ".new/x") << "x"; }
+  for (int i = 4; i <= 6; ++i) {
+    ASSERT_TRUE(s.Submit(MakeFinding(i)));
+    s.Drain();
+  }
+  EXPECT_EQ(s.counts().rotation_errors, 3u);
+  EXPECT_EQ(Numbers(Rotated(1)), Range(2, 2));
+  EXPECT_EQ(Numbers(Rotated(2)), Range(1, 1));
+  EXPECT_FALSE(std::filesystem::exists(Rotated(3)));
+  EXPECT_EQ(Numbers(path_), Range(3, 6));
+  EXPECT_EQ(s.counts().written, 6u);
+}
+
+// An operator deleting findings.jsonl while the daemon runs: the next batch starts a new file
+// (nothing goes to the deleted inode) and the rotated files stay where they are.
+TEST_F(FindingStoreTest, DeletedFileIsRecreatedWithoutShiftingHistory) {
+  FindingStore::Options o = Options();
+  o.rotate_bytes = 2 * LineSize();
+  o.keep = 2;
+  FindingStore& s = OpenStore(o);
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(s.Submit(MakeFinding(i)));
+    s.Drain();
+  }
+  ASSERT_EQ(Numbers(Rotated(1)), Range(1, 2));
+  ASSERT_EQ(Numbers(path_), Range(3, 3));
+  ASSERT_TRUE(std::filesystem::remove(path_));
+  for (int i = 4; i <= 5; ++i) {
+    ASSERT_TRUE(s.Submit(MakeFinding(i)));
+    s.Drain();
+  }
+  EXPECT_EQ(Numbers(Rotated(1)), Range(1, 2));
+  EXPECT_FALSE(std::filesystem::exists(Rotated(2)));
+  EXPECT_EQ(Numbers(path_), Range(4, 5));
+  EXPECT_EQ(s.counts().written, 5u);
+}
+
+}  // namespace
+}  // namespace oxg::bus
