@@ -25,12 +25,15 @@ FindingInput FindingInputFromWire(const FindingWire& f, const FindingLimits& lim
   for (int i = 0; i < f.metadata_size() && input.metadata.size() < keep; ++i) {
     input.metadata.emplace_back(f.metadata(i).key(), f.metadata(i).value());
   }
-  if (LooksLikeUlid(f.flow_id()) &&
-      std::none_of(input.metadata.begin(), input.metadata.end(),
-                   [](const auto& kv) { return kv.first == "flow_id"; })) {
-    input.metadata.emplace_back("flow_id", f.flow_id());
-  }
   return input;
+}
+
+void AttachFlowId(Finding& finding, std::string_view flow_id) {
+  if (!LooksLikeUlid(flow_id)) return;
+  auto at = std::lower_bound(finding.meta.begin(), finding.meta.end(), std::string_view("flow_id"),
+                             [](const auto& kv, std::string_view key) { return kv.first < key; });
+  if (at != finding.meta.end() && at->first == "flow_id") return;  // the plugin's own wins
+  finding.meta.emplace(at, "flow_id", std::string(flow_id));
 }
 
 }  // namespace oxg::bus::internal

@@ -219,7 +219,7 @@ class PluginBus::Impl final : public Service {
 
   mutable std::mutex mu_;  // sessions
   std::unordered_map<std::string, std::shared_ptr<Session>> active_;
-  std::unordered_set<std::shared_ptr<Session>> pending_;  // waiting for their hello
+  std::unordered_map<Session*, std::shared_ptr<Session>> pending_;  // waiting for their hello
   bool stopping_ = false;
   std::condition_variable stop_cv_;
   std::thread housekeeping_;
@@ -290,8 +290,10 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     closing_ = true;
     final_status_ = std::move(status);
     DropQueuedLocked();
+    closing_since_ = std::chrono::steady_clock::now();
     if (writing_) return;  // OnWriteDone finishes
     writing_ = true;
+    finish_called_ = true;
     grpc::Status s = final_status_;
     lock.unlock();
     FinishNow(std::move(s));
@@ -299,6 +301,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
 
   void Refuse(grpc::StatusCode code, std::string message, std::string_view reason,
               audit::EventType audit_type = audit::EventType::kRpcDenied) {
+    phase_ = Phase::kRefused;
     const std::string_view label = bus_.PluginLabel(hello_name_);
     bus_.stats_.plugin_errors.WithLabels({label, reason}).Inc();
     bus_.Audit(audit_type, audit::Decision::kDeny, label == "unknown" ? "" : label, message,
@@ -315,33 +318,26 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   void TimeOut() {
     Phase expected = Phase::kAwaitHello;
     if (!phase_.compare_exchange_strong(expected, Phase::kRefused)) return;
+    Close(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no hello within the time allowed"));
     bus_.stats_.plugin_errors.WithLabels({"unknown", "no_hello"}).Inc();
     bus_.Audit(audit::EventType::kRpcDenied, audit::Decision::kDeny, "",
                "no hello within the time allowed",
                {{"method", "EventStream"}, {"code", "DEADLINE_EXCEEDED"}});
-    Close(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no hello within the time allowed"));
   }
 
   void OnReadDone(bool ok) override {
     if (closing()) return;  // refused, timed out or shutting down: nothing more to read
-    if (!ok) {
-      // The plugin closed its side (after a goodbye, or abruptly) or the call is gone.
-      if (awaiting_hello()) {
+    if (phase_.load() == Phase::kAwaitHello) {
+      // The first message: take it from the housekeeping thread's timeout, or leave.
+      Phase expected = Phase::kAwaitHello;
+      if (!phase_.compare_exchange_strong(expected, Phase::kAuthenticating)) return;
+      if (!ok) {
         Refuse(grpc::StatusCode::FAILED_PRECONDITION, "the stream ended before a hello",
                "no_hello");
-      } else {
-        Close(grpc::Status::OK);
+        return;
       }
-      return;
-    }
-    wire::PluginEventWire event;
-    bool parsed = false;
-    {
-      grpc::ProtoBufferReader reader(&in_);
-      parsed = event.ParseFromZeroCopyStream(&reader);
-    }
-    in_.Clear();
-    if (awaiting_hello()) {
+      wire::PluginEventWire event;
+      const bool parsed = Parse(&event);
       if (!parsed) {
         Refuse(grpc::StatusCode::INVALID_ARGUMENT, "malformed message", "no_hello");
       } else if (event.event_case() != wire::PluginEventWire::kHello) {
@@ -350,9 +346,17 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       } else {
         HandleHello(event.hello());
       }
-      if (!awaiting_hello() && !closing()) StartRead(&in_);
+      if (phase_.load() == Phase::kActive) ContinueReading();
       return;
     }
+    if (phase_.load() != Phase::kActive) return;
+    if (!ok) {
+      // The plugin closed its side (after a goodbye, or abruptly) or the call is gone.
+      Close(grpc::Status::OK);
+      return;
+    }
+    wire::PluginEventWire event;
+    const bool parsed = Parse(&event);
     if (!parsed) {
       Failure("malformed", "a message that is not a PluginEvent");
     } else {
@@ -373,22 +377,48 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
           break;
       }
     }
-    if (!closing()) StartRead(&in_);
+    ContinueReading();
+  }
+
+  bool Parse(wire::PluginEventWire* event) {
+    bool parsed = false;
+    {
+      grpc::ProtoBufferReader reader(&in_);
+      parsed = event->ParseFromZeroCopyStream(&reader);
+    }
+    in_.Clear();
+    return parsed;
+  }
+
+  // The next read, unless the call is being finished. Under mu_ so it cannot slip in after
+  // Finish (reactions are never run inline by gRPC, so holding the lock here is safe).
+  void ContinueReading() {
+    std::lock_guard lock(mu_);
+    if (!finish_called_) StartRead(&in_);
   }
 
   void OnWriteDone(bool ok) override {
     std::unique_lock lock(mu_);
     Outgoing done = std::move(in_flight_);
     if (!ok) {
-      // The stream is broken: the event in flight and everything queued never arrive.
+      // The stream is broken: the event in flight and everything queued never arrive, and the
+      // call is finished now (nothing else is coming to finish it).
       closing_ = true;
-      if (done.kind == Outgoing::Kind::kFlow) bus_.stats_.Dropped(done.sub, DropReason::kDisconnected);
+      if (!finish_wanted_) {
+        finish_wanted_ = true;
+        final_status_ = grpc::Status::CANCELLED;
+      }
+      if (done.kind == Outgoing::Kind::kFlow) {
+        bus_.stats_.Dropped(done.sub, DropReason::kDisconnected);
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+      }
     } else if (done.kind == Outgoing::Kind::kFlow) {
       delivered_.fetch_add(1, std::memory_order_relaxed);
     }
     if (closing_) {
       DropQueuedLocked();
       if (finish_wanted_) {
+        finish_called_ = true;
         grpc::Status s = final_status_;
         lock.unlock();
         done.span.End();
@@ -414,6 +444,10 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   void OnCancel() override { Close(grpc::Status::CANCELLED); }
 
   void OnDone() override {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
     const bool was_active = welcomed();
     if (was_active) {
       // Series first: once forgotten, a reconnecting plugin of the same name may create them anew.
@@ -446,13 +480,36 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     std::shared_ptr<Session> self = std::move(self_);
   }
 
+  // A stream that has been closing for `grace` with a write still in flight belongs to a plugin
+  // that stopped reading: its close would wait for ever (and its name stay taken). Cancel it.
+  void CancelIfStuck(std::chrono::steady_clock::time_point now,
+                     std::chrono::steady_clock::duration grace) {
+    std::lock_guard lock(mu_);
+    if (done_ || !finish_wanted_ || finish_called_ || now - closing_since_ < grace) return;
+    context_->TryCancel();
+  }
+
+  // Refused before its hello because too many streams are waiting for theirs.
+  void TooMany() {
+    Phase expected = Phase::kAwaitHello;
+    if (!phase_.compare_exchange_strong(expected, Phase::kRefused)) return;
+    Close(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       "too many streams waiting for their hello"));
+    bus_.stats_.plugin_errors.WithLabels({"unknown", "limit"}).Inc();
+  }
+
+  void CountClosedDrop() { dropped_.fetch_add(1, std::memory_order_relaxed); }
+
   void CountDrop(size_t sub) {
     dropped_.fetch_add(1, std::memory_order_relaxed);
     if (queue_dropped_[sub]) queue_dropped_[sub]->Inc();
   }
 
  private:
-  enum class Phase : uint8_t { kAwaitHello, kActive, kRefused };
+  // kAwaitHello -> kAuthenticating (the read callback owns the hello) -> kActive or kRefused;
+  // kAwaitHello -> kRefused (the housekeeping thread timed it out). Each move out of kAwaitHello
+  // is a compare-exchange, so the hello and the timeout cannot both win.
+  enum class Phase : uint8_t { kAwaitHello, kAuthenticating, kActive, kRefused };
 
   bool closing() {
     std::lock_guard lock(mu_);
@@ -637,6 +694,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       if (!finding.ok()) {
         reject(std::string(finding.status().message()));
       } else {
+        internal::AttachFlowId(*finding, f.flow_id());
         std::vector<std::pair<std::string, std::string>> md = {
             {"id", finding->id}, {"type", finding->type},
             {"severity", std::string(SeverityName(finding->severity))}};
@@ -684,6 +742,9 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   bool writing_ = false;
   bool closing_ = false;
   bool finish_wanted_ = false;
+  bool finish_called_ = false;
+  bool done_ = false;  // OnDone ran: context_ is gone
+  std::chrono::steady_clock::time_point closing_since_;
   grpc::Status final_status_;
   std::atomic<uint64_t> delivered_{0};
   std::atomic<uint64_t> dropped_{0};
@@ -737,18 +798,26 @@ absl::Status PluginBus::Impl::Listen() {
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PluginBus::Impl::EventStream(
     grpc::CallbackServerContext* context) {
   auto session = std::make_shared<Session>(*this, context);
+  Session* raw = session.get();
+  bool too_many = false;
   {
     std::lock_guard lock(mu_);
-    pending_.insert(session);
+    // Streams cost a little each while they wait for their hello: bound them, since anyone who
+    // can reach the port can open them.
+    too_many = pending_.size() >= options_.max_plugins;
+    if (!too_many) pending_.emplace(raw, session);
   }
-  Session* raw = session.get();
   raw->Begin(std::move(session));
   bool stopping = false;
   {
     std::lock_guard lock(mu_);
     stopping = stopping_;
   }
-  if (stopping) raw->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "daemon shutting down"));
+  if (too_many) {
+    raw->TooMany();
+  } else if (stopping) {
+    raw->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "daemon shutting down"));
+  }
   return raw;
 }
 
@@ -834,7 +903,7 @@ PluginBus::Impl::ClaimResult PluginBus::Impl::Claim(const std::shared_ptr<Sessio
   if (active_.contains(name)) return ClaimResult::kDuplicate;
   if (active_.size() >= options_.max_plugins) return ClaimResult::kTooMany;
   active_.emplace(name, session);
-  pending_.erase(session);
+  pending_.erase(session.get());
   return ClaimResult::kOk;
 }
 
@@ -864,12 +933,7 @@ void PluginBus::Impl::Forget(Session* session, const std::string& name, bool cla
         routed = true;
       }
     }
-    for (auto it = pending_.begin(); it != pending_.end(); ++it) {
-      if (it->get() == session) {
-        pending_.erase(it);
-        break;
-      }
-    }
+    pending_.erase(session);
     stop_cv_.notify_all();
   }
   if (routed) Reroute();
@@ -881,14 +945,17 @@ void PluginBus::Impl::Housekeeping() {
     stop_cv_.wait_for(lock, std::chrono::milliseconds(250));
     if (stopping_) break;
     const auto now = std::chrono::steady_clock::now();
-    std::vector<std::shared_ptr<Session>> late;
-    for (const auto& session : pending_) {
+    std::vector<std::shared_ptr<Session>> late, active;
+    for (const auto& [raw, session] : pending_) {
       if (session->awaiting_hello() && now - session->opened() >= options_.hello_timeout) {
         late.push_back(session);
       }
     }
+    active.reserve(active_.size());
+    for (const auto& [name, session] : active_) active.push_back(session);
     lock.unlock();
     for (const auto& session : late) session->TimeOut();
+    for (const auto& session : active) session->CancelIfStuck(now, std::chrono::seconds(5));
     lock.lock();
   }
 }
@@ -968,6 +1035,7 @@ void PluginBus::Impl::DispatchVariant(const FlowMessage& message, size_t sub,
         break;
       case Session::Offer::kClosed:
         ++closed;
+        session->CountClosedDrop();
         break;
     }
   }
@@ -987,7 +1055,7 @@ void PluginBus::Impl::Stop(std::chrono::milliseconds grace) {
     std::lock_guard lock(mu_);
     stopping_ = true;
     for (const auto& [name, session] : active_) sessions.push_back(session);
-    sessions.insert(sessions.end(), pending_.begin(), pending_.end());
+    for (const auto& [raw, session] : pending_) sessions.push_back(session);
     stop_cv_.notify_all();
   }
   if (housekeeping_.joinable()) housekeeping_.join();

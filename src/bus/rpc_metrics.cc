@@ -1,5 +1,6 @@
 #include "bus/internal/rpc_metrics.h"
 
+#include <mutex>
 #include <string_view>
 
 #include <grpcpp/support/interceptor.h>
@@ -47,15 +48,19 @@ class Interceptor final : public grpc::experimental::Interceptor {
   }
   ~Interceptor() override {
     // A call torn down without a status sent (the server stopped) still counts once.
-    if (!recorded_) Record(status_seen_ ? code_ : grpc::StatusCode::CANCELLED);
+    std::lock_guard lock(mu_);
+    Record(status_seen_ && !cancelled_ ? code_ : grpc::StatusCode::CANCELLED);
   }
 
   // The status the handler sent is the outcome unless the call was cancelled: a peer that
   // vanished, or a message over the size limit that gRPC refused by cancelling the call, both
   // after which the handler's status reaches nobody. The call's close arrives before or after
   // the status, so the outcome is recorded when both are known.
+  // The two hooks run on different threads (the one finishing the call, the one completing its
+  // close), possibly at once: the state is under a lock.
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      std::lock_guard lock(mu_);
       status_seen_ = true;
       code_ = methods->GetSendStatus().error_code();
       // The handler finishes with its span active: keep it for the exemplar.
@@ -66,6 +71,7 @@ class Interceptor final : public grpc::experimental::Interceptor {
       if (closed_) Record(cancelled_ ? grpc::StatusCode::CANCELLED : code_);
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_CLOSE)) {
+      std::lock_guard lock(mu_);
       closed_ = true;
       cancelled_ = info_->server_context() != nullptr && info_->server_context()->IsCancelled();
       if (status_seen_) Record(cancelled_ ? grpc::StatusCode::CANCELLED : code_);
@@ -100,6 +106,7 @@ class Interceptor final : public grpc::experimental::Interceptor {
 
   RpcMetrics& metrics_;
   grpc::experimental::ServerRpcInfo* info_;
+  std::mutex mu_;
   Route route_;
   std::chrono::steady_clock::time_point start_;
   tracing::SpanContext exemplar_;

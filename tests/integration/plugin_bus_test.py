@@ -102,13 +102,15 @@ def pb_int(field, n):
 
 
 def finding_bytes(type_=b"itest.hostile", message=b"hostile finding", severity=1,
-                  metadata=(), evidence=b"", traceparent=b""):
+                  metadata=(), evidence=b"", traceparent=b"", flow_id=b""):
     """A PluginEvent{finding} from raw field values (bytes, not necessarily UTF-8)."""
     body = pb_bytes(1, type_) + pb_bytes(2, message) + pb_int(3, severity)
     for key, value in metadata:
         body += pb_bytes(4, pb_bytes(1, key) + pb_bytes(2, value))
     if evidence:
         body += pb_bytes(6, evidence)
+    if flow_id:
+        body += pb_bytes(7, flow_id)
     event = pb_bytes(2, body)
     if traceparent:
         event += pb_bytes(4, traceparent)
@@ -794,6 +796,21 @@ class HostileInputTest(BusCase):
                                          plugin="hostile", event="finding"), len(cases) + 2)
         self.assertEqual(d.healthz(), 200)
 
+    def test_a_full_set_of_metadata_keeps_room_for_the_flow_id(self):
+        """64 metadata entries are allowed; the flow id the SDKs add is not one of them."""
+        d = self.d
+        s = d.connect(self.ch, "hostile", FLOW_SUBS)
+        flow_id = "01M7YSPK18KQZMNWGHG8E020EP"
+        s.send(finding_bytes(message=b"sixty-four keys",
+                             metadata=[(b"k%02d" % i, b"v") for i in range(64)],
+                             flow_id=flow_id.encode()))
+        pu.wait_until(lambda: any(f["message"] == "sixty-four keys" for f in self.stored()),
+                      WAIT, what="the finding with 64 metadata entries")
+        stored = [f for f in self.stored() if f["message"] == "sixty-four keys"][0]
+        self.assertEqual(len(stored["meta"]), 65)
+        self.assertEqual(stored["meta"]["flow_id"], flow_id)
+        self.assertEqual(self.failures("finding"), 0)
+
     def test_a_flood_of_unknown_events_is_counted_exactly_and_audited_once(self):
         d = self.d
         s = d.connect(self.ch, "hostile", FLOW_SUBS)
@@ -999,6 +1016,31 @@ class SlowPluginTest(BusCase):
         self.assertTrue(set(keys) <= {(k, t) for k, ts in seen.items() for t in ts})
         sys.stderr.write("[%d requests through the proxy in %.2fs with a stalled plugin; "
                          "%d of its %d events dropped] " % (n, elapsed, stalled_dropped, 2 * n))
+
+
+    def test_a_stalled_plugin_that_leaves_frees_its_name(self):
+        """A plugin that stopped reading cannot finish its call (a write is stuck in flight):
+        after its goodbye the daemon cancels the call within a bounded time, so the plugin can
+        connect again under its name instead of meeting ALREADY_EXISTS for ever."""
+        origin = self.upstream(fast=True)
+        d = BusDaemon(self, [("stalled", ["CAP_FLOW_INSPECT"], FLOW_SUBS)])
+        stalled = d.connect(d.channel([("grpc.http2.bdp_probe", 0),
+                                       ("grpc.http2.lookahead_bytes", 16384)]),
+                            "stalled", FLOW_SUBS, read=False)
+        d.send_requests(origin.url("/hello"), 600, threads=4, headers={"X-Pad": "p" * 2048})
+        d.wait_metric("oxg_plugin_queue_length", QUEUE_CAPACITY, plugin="stalled")
+        stalled.send(goodbye("leaving while stalled"))
+        stalled.close_send()
+        d.wait_metric("oxg_active_plugins", 0, timeout=20)
+        stalled.cleanup()
+        again = d.connect(d.channel(), "stalled", FLOW_SUBS)
+        self.assertIsNone(again.status, again.details)
+        d.wait_metric("oxg_active_plugins", 1)
+        leaving = [e for e in d.audit() if e["event_type"] == "plugin_disconnect"]
+        self.assertEqual(leaving[0]["reason"], "goodbye: leaving while stalled")
+        # Every event offered was delivered or counted dropped, the cancelled ones included.
+        md = leaving[0]["metadata"]
+        self.assertEqual(int(md["delivered"]) + int(md["dropped"]), 1200)
 
 
 # ---- 4. real clients end to end ----------------------------------------------------------------

@@ -9,8 +9,10 @@ namespace oxg::bus::internal {
 
 // Copies the fields as sent. Metadata beyond `limits.max_metadata_entries + 1` entries is not
 // copied (validation refuses the finding either way, and ten thousand keys are not worth a copy).
-// A `flow_id` that looks like a ULID is kept as metadata "flow_id" unless the plugin set that
-// key itself.
 FindingInput FindingInputFromWire(const FindingWire& wire, const FindingLimits& limits = {});
+
+// After validation: a `flow_id` that looks like a ULID joins the metadata as "flow_id" (in key
+// order) unless the plugin set that key itself. Not counted against the plugin's 64 entries.
+void AttachFlowId(Finding& finding, std::string_view flow_id);
 
 }  // namespace oxg::bus::internal

@@ -30,6 +30,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (finding->type.empty() || finding->type.size() > limits.max_type) std::abort();
   if (finding->meta.size() > limits.max_metadata_entries) std::abort();
+  oxg::bus::internal::AttachFlowId(*finding, event.finding().flow_id());
+  if (finding->meta.size() > limits.max_metadata_entries + 1) std::abort();
+  for (size_t i = 1; i < finding->meta.size(); ++i) {
+    if (!(finding->meta[i - 1].first < finding->meta[i].first)) std::abort();  // sorted, unique
+  }
   std::string line;
   oxg::bus::AppendFindingLine(line, *finding);
   if (line.empty() || line.back() != '\n') std::abort();
