@@ -82,7 +82,7 @@ std::string CapabilityTokens::Digest(std::string_view token) {
   return out;
 }
 
-void CapabilityTokens::PurgeLocked(Clock::WallTime now) {
+void CapabilityTokens::PurgeLocked(Clock::MonoTime now) {
   while (!by_expiry_.empty() && by_expiry_.front().first <= now) {
     auto it = entries_.find(by_expiry_.front().second);
     if (it != entries_.end() && it->second.expires_at <= now) {
@@ -95,24 +95,26 @@ void CapabilityTokens::PurgeLocked(Clock::WallTime now) {
 
 std::optional<CapabilityTokens::Grant> CapabilityTokens::Issue(std::string_view plugin_name,
                                                                 CapabilitySet granted) {
-  const Clock::WallTime now = clock_.Now();
+  const Clock::MonoTime now = clock_.MonoNow();
   std::lock_guard lock(mu_);
   PurgeLocked(now);
   // Redeemed tokens are remembered until they expire (to name a reuse); bound those too.
   if (unused_ >= options_.max_outstanding || entries_.size() >= 4 * options_.max_outstanding) {
     return std::nullopt;
   }
-  Grant grant{NewSecretToken(), now + options_.ttl};
+  // The wall-clock expiry is what the plugin is told; the monotonic one is what counts.
+  Grant grant{NewSecretToken(), clock_.Now() + options_.ttl};
+  const Clock::MonoTime expires_at = now + options_.ttl;
   std::string digest = Digest(grant.token);
-  entries_[digest] = Entry{grant.token, std::string(plugin_name), granted, grant.expires_at, false};
-  by_expiry_.emplace_back(grant.expires_at, std::move(digest));
+  entries_[digest] = Entry{grant.token, std::string(plugin_name), granted, expires_at, false};
+  by_expiry_.emplace_back(expires_at, std::move(digest));
   ++unused_;
   return grant;
 }
 
 CapabilityTokens::Redeemed CapabilityTokens::Redeem(std::string_view token,
                                                     std::string_view plugin_name) {
-  const Clock::WallTime now = clock_.Now();
+  const Clock::MonoTime now = clock_.MonoNow();
   const std::string digest = Digest(token);
   std::lock_guard lock(mu_);
   auto it = entries_.find(digest);

@@ -109,11 +109,11 @@ class CapabilityTokens {
     std::string token;  // kept to compare in constant time
     std::string plugin;
     CapabilitySet granted;
-    Clock::WallTime expires_at;
+    Clock::MonoTime expires_at;  // monotonic: a wall clock step neither revives nor kills tokens
     bool used = false;
   };
   static std::string Digest(std::string_view token);
-  void PurgeLocked(Clock::WallTime now);
+  void PurgeLocked(Clock::MonoTime now);
 
   const Clock& clock_;
   const Options options_;
@@ -121,7 +121,7 @@ class CapabilityTokens {
   // Keyed by the SHA-256 of the token. Used entries stay until their expiry, so a reuse is
   // reported as such rather than as an unknown token.
   std::unordered_map<std::string, Entry> entries_;
-  std::deque<std::pair<Clock::WallTime, std::string>> by_expiry_;  // (expires_at, digest)
+  std::deque<std::pair<Clock::MonoTime, std::string>> by_expiry_;  // (expires_at, digest)
   size_t unused_ = 0;
 };
 

@@ -179,3 +179,31 @@ TEST(CapabilityTokensThreadTest, ConcurrentRedeemsOfOneTokenSucceedOnce) {
 
 }  // namespace
 }  // namespace oxg::bus
+
+namespace oxg::bus {
+namespace {
+
+// Expiry follows the monotonic clock: a wall clock stepped back an hour (NTP, an operator)
+// neither keeps a token alive past its 60 s nor stops expired ones from being forgotten.
+TEST(CapabilityTokensMonotonicTest, WallClockStepsDoNotMoveExpiry) {
+  class SteppedClock final : public Clock {
+   public:
+    WallTime Now() const override { return wall; }
+    MonoTime MonoNow() const override { return mono; }
+    WallTime wall = WallTime(std::chrono::seconds(1700000000));
+    MonoTime mono{};
+  } clock;
+  CapabilityTokens tokens(clock);
+  CapabilitySet caps;
+  caps.Add(Capability::kFlowInspect);
+  auto grant = tokens.Issue("p", caps);
+  ASSERT_TRUE(grant.has_value());
+  EXPECT_EQ(grant->expires_at, clock.wall + std::chrono::seconds(60));
+  clock.wall -= std::chrono::hours(1);
+  clock.mono += std::chrono::seconds(61);
+  EXPECT_EQ(tokens.Redeem(grant->token, "p").error, CapabilityTokens::RedeemError::kExpired);
+  EXPECT_EQ(tokens.outstanding(), 0u);
+}
+
+}  // namespace
+}  // namespace oxg::bus
