@@ -271,6 +271,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       }
       queued_bytes_ += out.bytes;
       queue_.push_back(std::move(out));
+      queued_.store(queue_.size(), std::memory_order_relaxed);
       if (queue_length_) queue_length_->Set(static_cast<double>(queue_.size()));
       return Offer::kQueued;
     }
@@ -431,6 +432,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     if (!queue_.empty()) {
       in_flight_ = std::move(queue_.front());
       queue_.pop_front();
+      queued_.store(queue_.size(), std::memory_order_relaxed);
       queued_bytes_ -= in_flight_.bytes;
       if (queue_length_) queue_length_->Set(static_cast<double>(queue_.size()));
       lock.unlock();
@@ -498,6 +500,12 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     bus_.stats_.plugin_errors.WithLabels({"unknown", "limit"}).Inc();
   }
 
+  // A lock-free hint for the publisher: false when the queue was full a moment ago. Used only
+  // to skip building an event nobody can take; Enqueue decides for real.
+  bool MayAccept() const {
+    return queued_.load(std::memory_order_relaxed) < bus_.options_.queue_capacity;
+  }
+
   void CountClosedDrop() { dropped_.fetch_add(1, std::memory_order_relaxed); }
 
   void CountDrop(size_t sub) {
@@ -531,6 +539,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       }
     }
     queue_.clear();
+    queued_.store(0, std::memory_order_relaxed);
     queued_bytes_ = 0;
     if (queue_length_) queue_length_->Set(0);
   }
@@ -737,6 +746,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   // Write side.
   std::mutex mu_;
   std::deque<Outgoing> queue_;
+  std::atomic<size_t> queued_{0};  // queue_.size(), readable without the lock
   size_t queued_bytes_ = 0;
   Outgoing in_flight_;
   bool writing_ = false;
@@ -986,6 +996,18 @@ void PluginBus::Impl::DispatchVariant(const FlowMessage& message, size_t sub,
   }
   std::optional<tracing::ScopedActivation> active;
   if (span.recording()) active.emplace(span.context());
+  // Every subscriber's queue full (a stalled plugin, say): count the drops without building an
+  // event nobody can take, so a stalled plugin costs the capture pipeline next to nothing.
+  if (std::none_of(sessions.begin(), sessions.end(),
+                   [](const auto& session) { return session->MayAccept(); })) {
+    for (const auto& session : sessions) session->CountDrop(sub);
+    stats_.Dropped(sub, DropReason::kQueueFull, sessions.size());
+    span.SetAttribute("oxg.flow.delivered", int64_t{0})
+        .SetAttribute("oxg.flow.dropped", static_cast<int64_t>(sessions.size()));
+    stats_.flow_dispatch[sub]->Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return;
+  }
 
   pb::HostEvent event;
   event.set_core_version(options_.core_version);
