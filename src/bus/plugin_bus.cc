@@ -145,7 +145,7 @@ struct BusStats {
 
 // One message waiting for a plugin's stream.
 struct Outgoing {
-  enum class Kind : uint8_t { kWelcome, kFlow };
+  enum class Kind : uint8_t { kWelcome, kFlow, kGoodbye };
   Kind kind = Kind::kFlow;
   uint8_t sub = 0;
   size_t bytes = 0;
@@ -175,6 +175,7 @@ class PluginBus::Impl final : public Service {
   absl::Status Listen();
   void Publish(const FlowMessage& message);
   void Stop(std::chrono::milliseconds grace);
+  bool Goodbye(std::string_view plugin, std::string_view reason);
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EventStream(
       grpc::CallbackServerContext* context) override;
@@ -261,12 +262,14 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   const std::string& name() const { return name_; }
   std::chrono::steady_clock::time_point opened() const { return opened_; }
 
-  Offer Enqueue(Outgoing&& out) {
+  // `force`: past a full queue (the goodbye; one per session).
+  Offer Enqueue(Outgoing&& out, bool force = false) {
     std::unique_lock lock(mu_);
     if (closing_) return Offer::kClosed;
     if (writing_) {
-      if (queue_.size() >= bus_.options_.queue_capacity ||
-          (queued_bytes_ + out.bytes > bus_.options_.queue_max_bytes && !queue_.empty())) {
+      if (!force && (queue_.size() >= bus_.options_.queue_capacity ||
+                     (queued_bytes_ + out.bytes > bus_.options_.queue_max_bytes &&
+                      !queue_.empty()))) {
         return Offer::kFull;
       }
       queued_bytes_ += out.bytes;
@@ -504,6 +507,17 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   // to skip building an event nobody can take; Enqueue decides for real.
   bool MayAccept() const {
     return queued_.load(std::memory_order_relaxed) < bus_.options_.queue_capacity;
+  }
+
+  void SendGoodbye(std::string_view reason) {
+    pb::HostEvent event;
+    event.set_core_version(bus_.options_.core_version);
+    event.mutable_goodbye()->set_reason(std::string(reason.substr(0, 200)));
+    Outgoing out;
+    out.kind = Outgoing::Kind::kGoodbye;
+    out.payload = Serialize(event);
+    out.bytes = out.payload.Length();
+    Enqueue(std::move(out), /*force=*/true);
   }
 
   void CountClosedDrop() { dropped_.fetch_add(1, std::memory_order_relaxed); }
@@ -1070,6 +1084,18 @@ void PluginBus::Impl::DispatchVariant(const FlowMessage& message, size_t sub,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
+bool PluginBus::Impl::Goodbye(std::string_view plugin, std::string_view reason) {
+  std::shared_ptr<Session> session;
+  {
+    std::lock_guard lock(mu_);
+    auto it = active_.find(std::string(plugin));
+    if (it == active_.end() || !it->second->welcomed()) return false;
+    session = it->second;
+  }
+  session->SendGoodbye(reason);
+  return true;
+}
+
 void PluginBus::Impl::Stop(std::chrono::milliseconds grace) {
   if (stopped_.exchange(true)) return;
   std::vector<std::shared_ptr<Session>> sessions;
@@ -1106,6 +1132,9 @@ absl::StatusOr<std::unique_ptr<PluginBus>> PluginBus::Start(PluginBusOptions opt
 
 void PluginBus::Publish(const FlowMessage& message) { impl_->Publish(message); }
 void PluginBus::Stop(std::chrono::milliseconds grace) { impl_->Stop(grace); }
+bool PluginBus::Goodbye(std::string_view plugin, std::string_view reason) {
+  return impl_->Goodbye(plugin, reason);
+}
 int PluginBus::port() const { return impl_->port_; }
 size_t PluginBus::active_plugins() const {
   return static_cast<size_t>(impl_->stats_.active_plugins.Value());

@@ -90,6 +90,11 @@ class PluginBus {
   // Offers one message to every subscriber of its variants. Never blocks on a plugin.
   void Publish(const FlowMessage& message);
 
+  // Sends a goodbye (HostEvent.goodbye) to the plugin of that name, after what is queued for it
+  // even when its queue is full: the SDKs then leave and do not reconnect. False when no such
+  // plugin is connected. Thread-safe.
+  bool Goodbye(std::string_view plugin, std::string_view reason);
+
   // Ends every stream with UNAVAILABLE, waits up to `grace` for them, stops the server.
   // Idempotent. Publish must not be called any more.
   void Stop(std::chrono::milliseconds grace = std::chrono::seconds(2));

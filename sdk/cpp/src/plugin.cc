@@ -43,6 +43,31 @@ bool PowerOfTwo(uint64_t n) { return n != 0 && (n & (n - 1)) == 0; }
 struct Plugin::Impl {
   explicit Impl(PluginOptions o) : options(std::move(o)) {}
 
+  // Stop(): goodbye, close the sending side (or cancel a call still connecting).
+  void RequestStop() {
+    Impl& p = *this;
+    {
+      std::lock_guard lock(p.stop_mu);
+      if (p.stop) return;
+      p.stop = true;
+      p.stopping = true;
+    }
+    // Wake the backoff wait and the watchdog before taking write_mu: a write blocked on flow
+    // control holds it, and the watchdog's cancel is what frees it.
+    p.stop_cv.notify_all();
+    std::lock_guard lock(p.write_mu);
+    if (p.stream != nullptr && !p.writes_done) {
+      pb::PluginEvent bye;
+      bye.mutable_goodbye()->set_reason("stopped");
+      p.stream->Write(bye);
+      p.stream->WritesDone();
+      p.writes_done = true;
+      p.connected = false;
+    } else if (p.ctx != nullptr) {
+      p.ctx->TryCancel();
+    }
+  }
+
   PluginOptions options;
   Handler on_request;
   Handler on_response;
@@ -242,10 +267,17 @@ struct Plugin::Impl {
       *got_welcome = true;
       connections.fetch_add(1, std::memory_order_relaxed);
       Log("connected to 0xgend " + event.core_version());
-      if (event.has_flow_event()) Dispatch(event.flow_event());
-      while (s->Read(&event)) {
-        if (event.has_flow_event()) Dispatch(event.flow_event());
-      }
+      // The daemon's goodbye (it is stopping this plugin): leave as if Stop() had been called,
+      // and do not reconnect.
+      auto handle = [&](const pb::HostEvent& e) {
+        if (e.has_flow_event()) Dispatch(e.flow_event());
+        if (e.has_goodbye()) {
+          Log("the daemon asked this plugin to stop: " + e.goodbye().reason());
+          RequestStop();
+        }
+      };
+      handle(event);
+      while (s->Read(&event)) handle(event);
     }
     {
       std::lock_guard lock(stop_mu);
@@ -317,29 +349,7 @@ Status Plugin::Run() {
   return {};
 }
 
-void Plugin::Stop() {
-  Impl& p = *impl_;
-  {
-    std::lock_guard lock(p.stop_mu);
-    if (p.stop) return;
-    p.stop = true;
-    p.stopping = true;
-  }
-  // Wake the backoff wait and the watchdog before taking write_mu: a write blocked on flow
-  // control holds it, and the watchdog's cancel is what frees it.
-  p.stop_cv.notify_all();
-  std::lock_guard lock(p.write_mu);
-  if (p.stream != nullptr && !p.writes_done) {
-    pb::PluginEvent bye;
-    bye.mutable_goodbye()->set_reason("stopped");
-    p.stream->Write(bye);
-    p.stream->WritesDone();
-    p.writes_done = true;
-    p.connected = false;
-  } else if (p.ctx != nullptr) {
-    p.ctx->TryCancel();
-  }
-}
+void Plugin::Stop() { impl_->RequestStop(); }
 
 bool Plugin::stop_requested() const { return impl_->stopping; }
 

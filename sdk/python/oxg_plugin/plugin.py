@@ -355,6 +355,12 @@ class Plugin:
             channel.close()
 
     def _dispatch(self, event) -> None:
+        if event.HasField("goodbye"):
+            # The daemon is stopping this plugin: leave as if stop() had been called, and do
+            # not reconnect.
+            self.log(f"the daemon asked this plugin to stop: {event.goodbye.reason}")
+            self.stop("goodbye from the daemon")
+            return
         if not event.HasField("flow_event"):
             return
         flow = event.flow_event

@@ -65,6 +65,7 @@ std::vector<Field> ContractFields() {
       // Additions.
       {event, "goodbye", 3, FD::TYPE_MESSAGE, false},
       {event, "traceparent", 4, FD::TYPE_STRING, false},
+      {host, "goodbye", 3, FD::TYPE_MESSAGE, false},
       {flow, "flow_id", 3, FD::TYPE_STRING, false},
       {flow, "sequence", 4, FD::TYPE_UINT64, false},
       {flow, "variant", 5, FD::TYPE_ENUM, false},
