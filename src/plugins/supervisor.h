@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,17 +75,27 @@ struct SupervisorOptions {
   std::chrono::milliseconds stop_grace{5000};  // goodbye/SIGTERM to SIGKILL
 };
 
+// Where a supervised plugin is: launching, running, waiting out a restart delay, given up
+// (crash loop), ended without a restart (its policy said so), or stopped by Stop().
+enum class PluginRunState { kStarting, kRunning, kBackoff, kCrashLoop, kExited, kStopped };
+std::string_view PluginRunStateName(PluginRunState s);  // "starting", "running", ...
+
 struct SupervisorDeps {
-  metrics::Registry* registry = nullptr;
-  tracing::Tracer* tracer = nullptr;   // may be null: no spans
-  audit::AuditLog* audit = nullptr;    // may be null (tests)
-  const Clock* clock = nullptr;
-  Runner* runner = nullptr;            // MakeProcessRunner() in the daemon, a fake in tests
+  metrics::Registry* registry = nullptr;  // null: a private one (nothing exported)
+  tracing::Tracer* tracer = nullptr;      // may be null: no spans
+  audit::AuditLog* audit = nullptr;       // may be null (tests)
+  const Clock* clock = nullptr;           // null: Clock::Real()
+  Runner* runner = nullptr;               // MakeProcessRunner() in the daemon, a fake in tests
   // Asks the plugin bus to send a goodbye on that plugin's stream (first step of a stop).
   std::function<void(std::string_view plugin)> say_goodbye;
-  // Waits until `deadline` on `clock` or until woken by Stop(); false when woken. The default
-  // waits on the real steady clock; tests pass one that advances a SimulatedClock.
-  std::function<bool(Clock::MonoTime deadline)> wait_until;
+  // Waits until `deadline` on `clock` or until `stop` is requested (Stop() requests it; the
+  // request is sticky, so a wait that starts after it returns at once); false when stopped.
+  // The default waits on the real steady clock (so `clock` must then be a real clock); tests
+  // pass one that advances a SimulatedClock.
+  std::function<bool(Clock::MonoTime deadline, std::stop_token stop)> wait_until;
+  // Told of every state change (plugin name, new state), on that plugin's supervisor thread
+  // with no lock held. Optional (health reporting, tests).
+  std::function<void(std::string_view plugin, PluginRunState state)> on_state;
 };
 
 class Supervisor {
@@ -99,7 +110,7 @@ class Supervisor {
   // its process group) is gone. Idempotent.
   void Stop();
 
-  enum class State { kStarting, kRunning, kBackoff, kCrashLoop, kExited, kStopped };
+  using State = PluginRunState;
   struct PluginState {
     std::string name;
     State state = State::kStarting;
