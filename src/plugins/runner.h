@@ -41,6 +41,10 @@ struct ExitInfo {
   double cpu_seconds = 0;       // user + system, of the whole run
   uint64_t max_rss_bytes = 0;   // peak resident size
   std::chrono::milliseconds wall{0};
+  // Why the runner ended it, in words, when it did (e.g. "resident size 70 MiB over the limit
+  // of 64 MiB"); empty otherwise.
+  std::string detail;
+  uint64_t output_lines_dropped = 0;  // by the output rate limit, over the whole run
 };
 
 struct LaunchSpec {
@@ -69,10 +73,25 @@ class Process {
 class Runner {
  public:
   virtual ~Runner() = default;
+  // The child gets PR_SET_PDEATHSIG(SIGKILL), which fires when the *thread* that forked it
+  // ends: call Launch from a thread that lives at least as long as the plugin should.
   virtual absl::StatusOr<std::unique_ptr<Process>> Launch(const LaunchSpec& spec) = 0;
 };
 
+struct RunnerOptions {
+  // Output lines passed on per plugin: a token bucket of `output_burst` lines refilled at
+  // `output_lines_per_second`. The rest are counted and summarized in one line.
+  double output_lines_per_second = 200;
+  double output_burst = 200;
+  // How often the watchdog measures the group (resident size, process count).
+  std::chrono::milliseconds watchdog_interval{100};
+  // After the leader is gone: how long to keep killing the group until none of it is alive,
+  // then how long to wait for the output pipes to close.
+  std::chrono::milliseconds group_kill_timeout{5000};
+  std::chrono::milliseconds output_drain_timeout{1000};
+};
+
 // The real one: fork/exec on this machine.
-std::unique_ptr<Runner> MakeProcessRunner();
+std::unique_ptr<Runner> MakeProcessRunner(RunnerOptions options = {});
 
 }  // namespace oxg::plugins
