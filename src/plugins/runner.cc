@@ -280,8 +280,7 @@ class ProcessImpl final : public Process {
   }
 
   // Hands the started process to the monitor thread.
-  void Begin(pid_t pid, UniqueFd pidfd, UniqueFd out, UniqueFd err,
-             SteadyClock::time_point start) {
+  void Begin(pid_t pid, UniqueFd pidfd, UniqueFd out, UniqueFd err, SteadyClock::time_point start) {
     std::lock_guard lock(mu_);
     pid_ = pid;
     pidfd_ = std::move(pidfd);
@@ -371,8 +370,8 @@ class ProcessImpl final : public Process {
                                              " over the limit of ", Mib(limits_.memory_bytes)));
     } else if (static_cast<uint64_t>(g.processes) > limits_.processes) {
       // Not in the contract's list of reasons: an unasked-for SIGKILL is a crash.
-      KillFor(Termination::kCrash, Cat(g.processes, " processes in its group, over the limit of ",
-                                       limits_.processes));
+      KillFor(Termination::kCrash,
+              Cat(g.processes, " processes in its group, over the limit of ", limits_.processes));
     }
   }
 
@@ -435,14 +434,14 @@ class ProcessImpl final : public Process {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  bool reaped_ = false;                  // guarded by mu_; no signal to the group after this
-  std::optional<Termination> reason_;   // guarded by mu_
-  std::string detail_;                   // guarded by mu_
+  bool reaped_ = false;                // guarded by mu_; no signal to the group after this
+  std::optional<Termination> reason_;  // guarded by mu_
+  std::string detail_;                 // guarded by mu_
   std::optional<SteadyClock::time_point> kill_at_;  // guarded by mu_; SIGKILL after Stop's grace
-  bool done_ = false;                    // guarded by mu_
-  bool began_ = false;                   // guarded by mu_
-  bool abandoned_ = false;               // guarded by mu_: the fork failed
-  ExitInfo result_;                      // guarded by mu_
+  bool done_ = false;                               // guarded by mu_
+  bool began_ = false;                              // guarded by mu_
+  bool abandoned_ = false;                          // guarded by mu_: the fork failed
+  ExitInfo result_;                                 // guarded by mu_
 
   // Monitor thread only.
   UniqueFd streams_[2];
@@ -539,9 +538,10 @@ void ProcessImpl::Monitor() {
         group_gone = true;
         drain_deadline = now + options_.output_drain_timeout;
       } else if (now >= group_deadline) {
-        log::Error(kComponent,
-                   Cat("plugin ", name_, " (pid ", pid_, "): part of its process group is still "
-                       "alive ", options_.group_kill_timeout.count(), " ms after SIGKILL"));
+        log::Error(kComponent, Cat("plugin ", name_, " (pid ", pid_,
+                                   "): part of its process group is still "
+                                   "alive ",
+                                   options_.group_kill_timeout.count(), " ms after SIGKILL"));
         group_gone = true;
         drain_deadline = now;
       } else {
@@ -626,9 +626,9 @@ void ProcessImpl::Monitor() {
   } while (reaped < 0 && errno == EINTR);
   const auto end = SteadyClock::now();
   if (reaped != pid_) {
-    log::Warn(kComponent, Cat("plugin ", name_, " (pid ", pid_,
-                              "): reaped by someone else (SIGCHLD ignored?): ",
-                              std::strerror(errno)));
+    log::Warn(kComponent,
+              Cat("plugin ", name_, " (pid ", pid_,
+                  "): reaped by someone else (SIGCHLD ignored?): ", std::strerror(errno)));
   }
   ExitInfo result;
   {
@@ -671,9 +671,8 @@ ExitInfo ProcessImpl::Classify(int status, bool have_status, const siginfo_t& in
     r.termination = *reason_;
   } else if (exited) {
     r.termination = Termination::kExit;
-  } else if (r.signal == SIGXCPU ||
-             (r.signal == SIGKILL && limits_.cpu_seconds &&
-              r.cpu_seconds >= static_cast<double>(*limits_.cpu_seconds))) {
+  } else if (r.signal == SIGXCPU || (r.signal == SIGKILL && limits_.cpu_seconds &&
+                                     r.cpu_seconds >= static_cast<double>(*limits_.cpu_seconds))) {
     r.termination = Termination::kCpuLimit;
     r.detail = Cat("used its CPU-time limit of ", *limits_.cpu_seconds, " s");
   } else {

@@ -1,8 +1,8 @@
 #pragma once
 // Runs one plugin process (issue 6): fork/exec with the manifest's limits applied in the child
-// only, its own process group, a minimal environment, the bus token on an inherited pipe (never
-// in argv or the environment), no-new-privs and a seccomp deny-list, stdout/stderr captured
-// into the operational log. Then waits for it and says how it ended.
+// only, its own session and process group (pgid = pid), a minimal environment, the bus token on an
+// inherited pipe (never in argv or the environment), no-new-privs and a seccomp deny-list,
+// stdout/stderr captured into the operational log. Then waits for it and says how it ended.
 //
 // Thread-safety: a Runner is used by one supervisor thread; Kill/Signal may be called from any
 // thread while Wait blocks in another.
@@ -26,7 +26,8 @@ namespace oxg::plugins {
 // `oxg.task.termination`).
 enum class Termination {
   kExit,         // exited by itself (any code)
-  kCrash,        // killed by a signal it did not ask for (SIGSEGV, SIGABRT, ...)
+  kCrash,        // killed by a signal it did not ask for (SIGSEGV, SIGABRT, ...); also when
+                 // the runner killed a group of more than `processes` (ExitInfo::detail says so)
   kCpuLimit,     // SIGXCPU/SIGKILL at its RLIMIT_CPU
   kMemoryLimit,  // killed by the runner for exceeding memory_bytes resident
   kTimeout,      // killed by the runner after wall_seconds
@@ -36,10 +37,10 @@ std::string_view TerminationName(Termination t);  // "exit", "crash", "cpu_limit
 
 struct ExitInfo {
   Termination termination = Termination::kExit;
-  int exit_code = 0;    // kExit
-  int signal = 0;       // the signal that ended it, when one did
-  double cpu_seconds = 0;       // user + system, of the whole run
-  uint64_t max_rss_bytes = 0;   // peak resident size
+  int exit_code = 0;           // kExit
+  int signal = 0;              // the signal that ended it, when one did
+  double cpu_seconds = 0;      // user + system, of the whole run
+  uint64_t max_rss_bytes = 0;  // peak resident size
   std::chrono::milliseconds wall{0};
   // Why the runner ended it, in words, when it did (e.g. "resident size 70 MiB over the limit
   // of 64 MiB"); empty otherwise.

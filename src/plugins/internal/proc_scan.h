@@ -12,9 +12,9 @@
 namespace oxg::plugins::internal {
 
 struct GroupUsage {
-  int processes = 0;       // members that are not zombies
-  int zombies = 0;         // members that exited and wait to be reaped
-  uint64_t rss_bytes = 0;  // resident size summed over the live members
+  int processes = 0;        // members that are not zombies
+  int zombies = 0;          // members that exited and wait to be reaped
+  uint64_t rss_bytes = 0;   // resident size summed over the live members
   std::vector<pid_t> pids;  // the live members
   bool partial = false;     // stopped early at a ScanStop bound
 };

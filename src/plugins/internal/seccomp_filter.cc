@@ -26,101 +26,103 @@ struct Denied {
   long nr;
 };
 
-#define OXG_DENY(name) Denied{#name, __NR_##name},
-// Some calls do not exist on every architecture (aarch64 has no umount2 alias issues, but may
-// lack a few legacy ones); #ifdef keeps the list buildable everywhere.
+#define OXG_DENY(name) \
+  { #name, __NR_##name }
+// Not every call exists on every architecture; #ifdef keeps the list buildable everywhere.
+// clang-format off
 constexpr Denied kDenied[] = {
 #ifdef __NR_ptrace
-    OXG_DENY(ptrace)
+    OXG_DENY(ptrace),
 #endif
 #ifdef __NR_process_vm_readv
-    OXG_DENY(process_vm_readv)
+    OXG_DENY(process_vm_readv),
 #endif
 #ifdef __NR_process_vm_writev
-    OXG_DENY(process_vm_writev)
+    OXG_DENY(process_vm_writev),
 #endif
 #ifdef __NR_mount
-    OXG_DENY(mount)
+    OXG_DENY(mount),
 #endif
 #ifdef __NR_umount2
-    OXG_DENY(umount2)
+    OXG_DENY(umount2),
 #endif
 #ifdef __NR_pivot_root
-    OXG_DENY(pivot_root)
+    OXG_DENY(pivot_root),
 #endif
 #ifdef __NR_swapon
-    OXG_DENY(swapon)
+    OXG_DENY(swapon),
 #endif
 #ifdef __NR_swapoff
-    OXG_DENY(swapoff)
+    OXG_DENY(swapoff),
 #endif
 #ifdef __NR_reboot
-    OXG_DENY(reboot)
+    OXG_DENY(reboot),
 #endif
 #ifdef __NR_kexec_load
-    OXG_DENY(kexec_load)
+    OXG_DENY(kexec_load),
 #endif
 #ifdef __NR_kexec_file_load
-    OXG_DENY(kexec_file_load)
+    OXG_DENY(kexec_file_load),
 #endif
 #ifdef __NR_init_module
-    OXG_DENY(init_module)
+    OXG_DENY(init_module),
 #endif
 #ifdef __NR_finit_module
-    OXG_DENY(finit_module)
+    OXG_DENY(finit_module),
 #endif
 #ifdef __NR_delete_module
-    OXG_DENY(delete_module)
+    OXG_DENY(delete_module),
 #endif
 #ifdef __NR_setsid
-    OXG_DENY(setsid)
+    OXG_DENY(setsid),
 #endif
 #ifdef __NR_setpgid
-    OXG_DENY(setpgid)
+    OXG_DENY(setpgid),
 #endif
 #ifdef __NR_setns
-    OXG_DENY(setns)
+    OXG_DENY(setns),
 #endif
 #ifdef __NR_unshare
-    OXG_DENY(unshare)
+    OXG_DENY(unshare),
 #endif
 #ifdef __NR_bpf
-    OXG_DENY(bpf)
+    OXG_DENY(bpf),
 #endif
 #ifdef __NR_perf_event_open
-    OXG_DENY(perf_event_open)
+    OXG_DENY(perf_event_open),
 #endif
 #ifdef __NR_keyctl
-    OXG_DENY(keyctl)
+    OXG_DENY(keyctl),
 #endif
 #ifdef __NR_add_key
-    OXG_DENY(add_key)
+    OXG_DENY(add_key),
 #endif
 #ifdef __NR_request_key
-    OXG_DENY(request_key)
+    OXG_DENY(request_key),
 #endif
 #ifdef __NR_acct
-    OXG_DENY(acct)
+    OXG_DENY(acct),
 #endif
 #ifdef __NR_settimeofday
-    OXG_DENY(settimeofday)
+    OXG_DENY(settimeofday),
 #endif
 #ifdef __NR_clock_settime
-    OXG_DENY(clock_settime)
+    OXG_DENY(clock_settime),
 #endif
 #ifdef __NR_clock_adjtime
-    OXG_DENY(clock_adjtime)
+    OXG_DENY(clock_adjtime),
 #endif
 #ifdef __NR_adjtimex
-    OXG_DENY(adjtimex)
+    OXG_DENY(adjtimex),
 #endif
 #ifdef __NR_open_by_handle_at
-    OXG_DENY(open_by_handle_at)
+    OXG_DENY(open_by_handle_at),
 #endif
 #ifdef __NR_userfaultfd
-    OXG_DENY(userfaultfd)
+    OXG_DENY(userfaultfd),
 #endif
 };
+// clang-format on
 #undef OXG_DENY
 
 sock_filter Stmt(uint16_t code, uint32_t k) { return BPF_STMT(code, k); }

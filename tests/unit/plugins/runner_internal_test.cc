@@ -38,8 +38,7 @@ TEST(LineSplitterTest, ExactlyMaxIsKept) {
 }
 
 TEST(LineSplitterTest, LongLineIsCutAndItsTailDropped) {
-  EXPECT_EQ(Split({"123456789abc\nnext\n"}),
-            (std::vector<std::string>{"12345678\u2026", "next"}));
+  EXPECT_EQ(Split({"123456789abc\nnext\n"}), (std::vector<std::string>{"12345678\u2026", "next"}));
   // The tail may arrive in many chunks.
   EXPECT_EQ(Split({"12345", "6789", "abc", "def", "\nnext\n"}),
             (std::vector<std::string>{"12345678\u2026", "next"}));
@@ -100,8 +99,9 @@ TEST(ProcStatTest, ParsesFieldsAfterTheCommand) {
 
 TEST(ProcStatTest, RejectsGarbage) {
   ProcStat st;
-  for (const std::string bad : {"", "1 (x", "1 (x) S 1 2", "1 (x) SS 1 2 3 4 5 6 7 8 9 10 11 "
-                                                             "12 13 14 15 16 17 18 19 20 21"}) {
+  for (const std::string bad : {"", "1 (x", "1 (x) S 1 2",
+                                "1 (x) SS 1 2 3 4 5 6 7 8 9 10 11 "
+                                "12 13 14 15 16 17 18 19 20 21"}) {
     EXPECT_FALSE(ParseProcStat(bad.data(), bad.size(), &st)) << bad;
   }
 }

@@ -178,8 +178,7 @@ TEST_F(RunnerTest, ExecFailureIsAClearError) {
   spec.manifest = &m;
   auto p = runner_->Launch(spec);
   ASSERT_FALSE(p.ok());
-  EXPECT_EQ(p.status().message(),
-            "cannot start " + m.command + ": No such file or directory");
+  EXPECT_EQ(p.status().message(), "cannot start " + m.command + ": No such file or directory");
 }
 
 TEST_F(RunnerTest, UnboundedAllocationIsKilledAtTheMemoryLimit) {
@@ -322,8 +321,7 @@ TEST_F(RunnerTest, LongLinesAreCut) {
   Output out;
   const ExitInfo info = Run(MakeManifest("long-line"), &out);
   EXPECT_EQ(info.termination, Termination::kExit);
-  EXPECT_EQ(out.Lines(),
-            (std::vector<std::string>{std::string(4096, 'x') + "\u2026", "after"}));
+  EXPECT_EQ(out.Lines(), (std::vector<std::string>{std::string(4096, 'x') + "\u2026", "after"}));
 }
 
 TEST_F(RunnerTest, EnvironmentIsMinimalAndTheTokenComesOnlyFromTheFd) {
@@ -380,11 +378,11 @@ TEST_F(RunnerTest, DeniedSystemCallsFailWithEperm) {
   Output out;
   const ExitInfo info = Run(MakeManifest("escape"), &out);
   EXPECT_EQ(info.termination, Termination::kExit);
-  EXPECT_THAT(out.Lines(), ::testing::ElementsAre("setsid: Operation not permitted",
-                                                  "setpgid: Operation not permitted",
-                                                  "ptrace: Operation not permitted",
-                                                  "unshare: Operation not permitted",
-                                                  "getpid: ok"));
+  EXPECT_THAT(
+      out.Lines(),
+      ::testing::ElementsAre("setsid: Operation not permitted", "setpgid: Operation not permitted",
+                             "ptrace: Operation not permitted", "unshare: Operation not permitted",
+                             "getpid: ok"));
 }
 
 TEST_F(RunnerTest, TheRunnersOwnLimitsAreUnchanged) {
