@@ -44,6 +44,8 @@ struct RawFlags {
   std::string plugins_dir;
   std::string workers;
   std::string proxy_upstream_timeout = "30";
+  std::string plugin_restart_backoff = "1";
+  std::string plugin_stop_grace = "5";
   std::string proxy_idle_timeout = "60";
   bool proxy_insecure_skip_verify = false;
   std::string proxy_upstream_ca;
@@ -136,6 +138,12 @@ class FlagTable {
          "YAML scope policy; out-of-scope exchanges are proxied but not captured.", "none");
     Text(raw.plugins_dir, "--plugins-dir", "DIR",
          "Directory of plugin manifests the supervisor starts.", "./plugins if it exists");
+    Text(raw.plugin_restart_backoff, "--plugin-restart-backoff", "SECONDS",
+         "First delay before restarting a failed plugin; it doubles (with jitter) up to 60 s, "
+         "and a plugin failing 5 times in a row is not restarted again.",
+         "1");
+    Text(raw.plugin_stop_grace, "--plugin-stop-grace", "SECONDS",
+         "How long a plugin has to leave after its goodbye and SIGTERM before SIGKILL.", "5");
     Text(raw.workers, "--workers", "N", "Proxy I/O threads.",
          Cat("number of cores (", DefaultWorkers(), ")"));
     Text(raw.proxy_upstream_timeout, "--proxy-upstream-timeout", "SECONDS",
@@ -293,6 +301,10 @@ class Finisher {
 
     OXG_ASSIGN_OR_RETURN(c.proxy_upstream_timeout,
                          Seconds("--proxy-upstream-timeout", raw_.proxy_upstream_timeout));
+    OXG_ASSIGN_OR_RETURN(c.plugin_restart_backoff,
+                         Seconds("--plugin-restart-backoff", raw_.plugin_restart_backoff));
+    OXG_ASSIGN_OR_RETURN(c.plugin_stop_grace,
+                         Seconds("--plugin-stop-grace", raw_.plugin_stop_grace));
     OXG_ASSIGN_OR_RETURN(c.proxy_idle_timeout,
                          Seconds("--proxy-idle-timeout", raw_.proxy_idle_timeout));
     c.proxy_insecure_skip_verify = raw_.proxy_insecure_skip_verify;
@@ -584,6 +596,8 @@ std::vector<std::pair<std::string, std::string>> Config::Describe() const {
       {"plugins-dir", plugins_dir},
       {"workers", Cat(workers)},
       {"proxy-upstream-timeout", Cat(proxy_upstream_timeout)},
+      {"plugin-restart-backoff", Cat(plugin_restart_backoff)},
+      {"plugin-stop-grace", Cat(plugin_stop_grace)},
       {"proxy-idle-timeout", Cat(proxy_idle_timeout)},
       {"proxy-insecure-skip-verify", bool_text(proxy_insecure_skip_verify)},
       {"proxy-upstream-ca", proxy_upstream_ca},

@@ -40,6 +40,8 @@ struct Config {
   int workers = 1;
   // Additions to contract §2 (documented in docs/operations.md).
   double proxy_upstream_timeout = 30;  // seconds
+  double plugin_restart_backoff = 1;   // seconds, the first restart delay
+  double plugin_stop_grace = 5;        // seconds from goodbye/SIGTERM to SIGKILL
   double proxy_idle_timeout = 60;      // seconds
   bool proxy_insecure_skip_verify = false;
   std::string proxy_upstream_ca;       // empty: system store only

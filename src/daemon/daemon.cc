@@ -26,6 +26,8 @@
 #include "common/strings.h"
 #include "daemon/tracing_setup.h"
 #include "plugins/manifest.h"
+#include "plugins/runner.h"
+#include "plugins/supervisor.h"
 #include "proxy/flow/flow_pipeline.h"
 #include "proxy/proxy_server.h"
 #include "proxy/scope.h"
@@ -369,11 +371,11 @@ int Run(const Config& config) {
 
   // Plugin manifests: the bus grants a plugin only the capabilities its manifest declares.
   std::unordered_map<std::string, bus::CapabilitySet> manifests;
+  std::vector<plugins::Manifest> plugin_manifests;
   if (!config.plugins_dir.empty()) {
     std::vector<std::string> errors;
-    for (plugins::Manifest& m : plugins::LoadManifestsFromDir(config.plugins_dir, &errors)) {
-      manifests.emplace(m.name, m.capabilities);
-    }
+    plugin_manifests = plugins::LoadManifestsFromDir(config.plugins_dir, &errors);
+    for (const plugins::Manifest& m : plugin_manifests) manifests.emplace(m.name, m.capabilities);
     if (!errors.empty()) {
       for (const std::string& e : errors) log::Error(kComponent, Cat("--plugins-dir: ", e));
       return 2;
@@ -414,6 +416,41 @@ int Run(const Config& config) {
     log::Info(kComponent, Cat("plugin bus listening on ", bound.ToString()));
   }
   BusFlowSink bus_sink(*plugin_bus);
+
+  // Every plugin of --plugins-dir as its own supervised process, connecting to the bus above.
+  std::unique_ptr<plugins::Runner> runner = plugins::MakeProcessRunner();
+  std::unique_ptr<plugins::Supervisor> supervisor;
+  if (!plugin_manifests.empty()) {
+    plugins::SupervisorOptions options;
+    options.manifests = std::move(plugin_manifests);
+    // Plugins dial the bus over loopback when it listens on every interface.
+    HostPort dial = config.addr;
+    if (dial.host.empty() || dial.host == "0.0.0.0") dial.host = "127.0.0.1";
+    if (dial.host == "::") dial.host = "::1";
+    dial.port = static_cast<uint16_t>(plugin_bus->port());
+    options.bus_address = dial.ToString();
+    options.token = token;
+    options.backoff.initial = std::chrono::milliseconds(
+        static_cast<int64_t>(config.plugin_restart_backoff * 1000));
+    options.backoff.max = std::max(options.backoff.initial, options.backoff.max);
+    options.stop_grace =
+        std::chrono::milliseconds(static_cast<int64_t>(config.plugin_stop_grace * 1000));
+    bus::PluginBus* bus = plugin_bus.get();
+    auto started = plugins::Supervisor::Start(
+        std::move(options),
+        {.registry = &registry,
+         .tracer = tracing->tracer.get(),
+         .audit = &audit,
+         .clock = &Clock::Real(),
+         .runner = runner.get(),
+         .say_goodbye = [bus](std::string_view name) { bus->Goodbye(name, "0xgend is stopping"); },
+         .wait_until = {}});
+    if (!started.ok()) {
+      log::Error(kComponent, Cat("--plugins-dir: ", started.status().message()));
+      return 2;
+    }
+    supervisor = *std::move(started);
+  }
 
   // The capture proxy and its pipeline (history, flow log, flows to the plugin bus).
   metrics::Counter& certs_minted =
@@ -495,6 +532,9 @@ int Run(const Config& config) {
   // The proxy first (no new exchanges), then the pipeline writes what is queued.
   if (proxy_server != nullptr) proxy_server->Stop();
   if (pipeline != nullptr) pipeline->Stop();
+  // Plugins get a goodbye after every flow already queued for them, then SIGTERM, then SIGKILL
+  // after the grace period; none is left behind.
+  if (supervisor != nullptr) supervisor->Stop();
   // Plugins are told the daemon is leaving; their last findings are written.
   plugin_bus->Stop();
   (*findings)->Stop();

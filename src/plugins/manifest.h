@@ -38,7 +38,7 @@ std::string_view RestartPolicyName(RestartPolicy p);
 struct Limits {
   // Defaults applied when a manifest leaves a limit out.
   std::optional<uint64_t> cpu_seconds;   // none: no CPU-time limit (long-running plugins)
-  uint64_t memory_bytes = 512ull << 20;  // address space
+  uint64_t memory_bytes = 512ull << 20;  // resident size of the plugin's process group
   uint64_t open_files = 256;
   uint64_t processes = 32;
   std::optional<uint64_t> wall_seconds;  // none: runs until stopped

@@ -128,6 +128,17 @@ TEST_F(ConfigTest, BothGnuForms) {
   EXPECT_EQ(p.config().log_level, log::Level::kDebug);
 }
 
+TEST_F(ConfigTest, PluginAdditions) {
+  Parsed p = Parse({"--plugin-restart-backoff", "0.05", "--plugin-stop-grace=2"});
+  ASSERT_TRUE(p.ok()) << p.err;
+  EXPECT_EQ(p.config().plugin_restart_backoff, 0.05);
+  EXPECT_EQ(p.config().plugin_stop_grace, 2);
+  Parsed d = Parse({});
+  ASSERT_TRUE(d.ok()) << d.err;
+  EXPECT_EQ(d.config().plugin_restart_backoff, 1);
+  EXPECT_EQ(d.config().plugin_stop_grace, 5);
+}
+
 TEST_F(ConfigTest, ProxyAdditions) {
   Parsed p = Parse({"--proxy-upstream-timeout", "1.5", "--proxy-idle-timeout=7",
                     "--proxy-insecure-skip-verify"});
@@ -273,6 +284,8 @@ TEST_F(ConfigTest, BadValuesExit2NamingTheFlag) {
       {{"--proxy-upstream-timeout", "30s"}, "--proxy-upstream-timeout"},
       {{"--proxy-upstream-timeout", "86401"}, "--proxy-upstream-timeout"},
       {{"--proxy-idle-timeout", "inf"}, "--proxy-idle-timeout"},
+      {{"--plugin-restart-backoff", "0"}, "--plugin-restart-backoff"},
+      {{"--plugin-stop-grace", "soon"}, "--plugin-stop-grace"},
       {{"--proxy-idle-timeout="}, "--proxy-idle-timeout"},
       {{"--proxy-upstream-ca", "/nonexistent/ca.pem"}, "--proxy-upstream-ca"},
       {{"--proxy-insecure-skip-verify=perhaps"}, "--proxy-insecure-skip-verify"},
