@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -110,7 +111,13 @@ absl::StatusOr<Manifest> ParseManifest(std::string_view text, const std::string&
   std::string command = doc["command"].get<std::string>();
   if (command.empty()) return Bad(path, "command", "must not be empty");
   if (command.find('\0') != std::string::npos) return Bad(path, "command", "contains NUL");
-  m.command = command[0] == '/' ? command : oxg::Cat(DirName(path), "/", command);
+  // Absolute and normalized whatever the daemon's working directory: the plugin is started in
+  // its manifest's directory, where a path relative to ours would no longer hold.
+  m.command = command[0] == '/'
+                  ? command
+                  : std::filesystem::absolute(oxg::Cat(DirName(path), "/", command))
+                        .lexically_normal()
+                        .string();
 
   if (auto it = doc.find("args"); it != doc.end()) {
     OXG_ASSIGN_OR_RETURN(m.args, StringArray(*it, path, "args"));

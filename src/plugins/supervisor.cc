@@ -295,8 +295,8 @@ class Supervisor::Impl {
         if (!launched.ok()) {
           launch_failed = true;
           exit.termination = Termination::kCrash;
-          log::Error(kComponent, Cat("plugin ", m.name, ": cannot start ", m.command, ": ",
-                                     launched.status().ToString()));
+          // The runner's message names the command and the reason.
+          log::Error(kComponent, Cat("plugin ", m.name, ": ", launched.status().message()));
           exec.SetAttribute("error.type", "launch_failed");
         } else {
           std::unique_ptr<Process> process = *std::move(launched);

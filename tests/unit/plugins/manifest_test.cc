@@ -1,6 +1,8 @@
 #include "plugins/manifest.h"
 
 #include <gtest/gtest.h>
+
+#include <filesystem>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -29,7 +31,7 @@ TEST(ManifestTest, FullManifest) {
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->name, "passive-headers");
   EXPECT_EQ(m->version, "0.1.0");
-  EXPECT_EQ(m->command, "/opt/p/passive-headers/./passive-headers");
+  EXPECT_EQ(m->command, "/opt/p/passive-headers/passive-headers");
   EXPECT_EQ(m->args, std::vector<std::string>{"--verbose"});
   EXPECT_TRUE(m->capabilities.Has(bus::Capability::kEmitFindings));
   EXPECT_TRUE(m->capabilities.Has(bus::Capability::kFlowInspect));
@@ -49,6 +51,13 @@ TEST(ManifestTest, MinimalManifestGetsDefaults) {
   auto m = ParseManifest(R"({"name":"a","version":"1","command":"/usr/bin/true"})", "m.json");
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->command, "/usr/bin/true");  // absolute stays as is
+  // A manifest found through a relative path still gets an absolute command: the plugin runs
+  // in its own directory, not in the daemon's.
+  auto rel = ParseManifest(R"({"name":"a","version":"1","command":"../../bin/p"})",
+                           "./plugins/a/manifest.json");
+  ASSERT_TRUE(rel.ok()) << rel.status();
+  EXPECT_EQ(rel->command,
+            (std::filesystem::current_path() / "bin/p").lexically_normal().string());
   EXPECT_TRUE(m->capabilities.empty());
   EXPECT_TRUE(m->subscriptions.empty());
   EXPECT_FALSE(m->limits.cpu_seconds.has_value());

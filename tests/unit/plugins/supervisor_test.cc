@@ -514,7 +514,7 @@ TEST_F(SupervisorTest, LaunchFailureCountsAsCrash) {
   EXPECT_THAT(waiter.delays_ms(), ElementsAre(1000));
   sup->Stop();
   EXPECT_THAT(ReadFile(log_path_),
-              HasSubstr("plugin p1: cannot start /plugins/p1/run: NOT_FOUND: no such file"));
+              HasSubstr("plugin p1: no such file: /plugins/p1/run"));
   EXPECT_THAT(Metrics(), HasSubstr(R"(oxg_plugin_restarts_total{plugin="p1",reason="crash"} 1)"));
   const auto audit = ReadJsonLines(audit_path_);
   ASSERT_GE(audit.size(), 1u);
