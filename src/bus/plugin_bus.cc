@@ -419,6 +419,11 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     } else if (done.kind == Outgoing::Kind::kFlow) {
       delivered_.fetch_add(1, std::memory_order_relaxed);
     }
+    if (ok) {
+      done.span.SetStatus(tracing::StatusCode::kOk);
+    } else {
+      done.span.SetStatus(tracing::StatusCode::kError, "stream broken");
+    }
     if (closing_) {
       DropQueuedLocked();
       if (finish_wanted_) {
@@ -480,6 +485,14 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       log::Info(kComponent, Cat("plugin ", name_, " disconnected (", reason, ")"));
     }
     bus_.Forget(this, name_, claimed_);
+    {
+      std::lock_guard lock(mu_);
+      if (final_status_.ok() && !context_->IsCancelled()) {
+        stream_span_.SetStatus(tracing::StatusCode::kOk);
+      } else if (final_status_.ok()) {
+        stream_span_.SetStatus(tracing::StatusCode::kError, "cancelled");
+      }  // refusals set their own ERROR status
+    }
     stream_span_.End();
     // Last: may destroy this object.
     std::shared_ptr<Session> self = std::move(self_);
@@ -547,6 +560,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
 
   void DropQueuedLocked() {
     for (Outgoing& out : queue_) {
+      out.span.SetStatus(tracing::StatusCode::kError, "dropped: the plugin left");
       if (out.kind == Outgoing::Kind::kFlow) {
         bus_.stats_.Dropped(out.sub, DropReason::kDisconnected);
         dropped_.fetch_add(1, std::memory_order_relaxed);
@@ -657,7 +671,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     finding_duration_ = stats.event_duration.Shared({name_, "finding"});
     stats.active_plugins.Inc();
 
-    auth.SetAttribute("outcome", "ok");
+    auth.SetAttribute("outcome", "ok").SetStatus(tracing::StatusCode::kOk);
     auth.End();
     stream_span_.SetAttribute("oxg.plugin.id", std::string_view(name_))
         .SetAttribute("oxg.plugin.pid", static_cast<int64_t>(hello.pid()));
@@ -726,6 +740,7 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
         } else {
           bus_.Audit(audit::EventType::kFindingReceived, audit::Decision::kAllow, name_,
                      "finding stored", std::move(md));
+          span.SetStatus(tracing::StatusCode::kOk);
         }
       }
     }
@@ -916,6 +931,7 @@ grpc::ServerUnaryReactor* PluginBus::Impl::GrantCapabilities(
       .SetAttribute("oxg.capabilities", std::string_view(cap_names));
   Audit(audit::EventType::kCapabilityGrant, audit::Decision::kAllow, name, "capabilities granted",
         {{"capabilities", cap_names}});
+  span.SetStatus(tracing::StatusCode::kOk);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -1079,7 +1095,8 @@ void PluginBus::Impl::DispatchVariant(const FlowMessage& message, size_t sub,
   stats_.Dropped(sub, DropReason::kQueueFull, full);
   stats_.Dropped(sub, DropReason::kDisconnected, closed);
   span.SetAttribute("oxg.flow.delivered", static_cast<int64_t>(delivered))
-      .SetAttribute("oxg.flow.dropped", static_cast<int64_t>(full + closed));
+      .SetAttribute("oxg.flow.dropped", static_cast<int64_t>(full + closed))
+      .SetStatus(tracing::StatusCode::kOk);
   stats_.flow_dispatch[sub]->Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
