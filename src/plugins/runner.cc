@@ -735,7 +735,12 @@ absl::StatusOr<std::unique_ptr<Process>> ProcessRunner::Launch(const LaunchSpec&
   };
   if (l.cpu_seconds) add_limit(RLIMIT_CPU, *l.cpu_seconds, *l.cpu_seconds + 1);
   add_limit(RLIMIT_NOFILE, l.open_files, l.open_files);
-  add_limit(RLIMIT_NPROC, l.processes, l.processes);
+  // RLIMIT_NPROC counts every task (threads included) of the user, the daemon's own among them:
+  // set to `processes` it would stop a non-root plugin from starting a single thread. It is a
+  // backstop above what the machine runs now; the watchdog enforces `processes` on the group.
+  const int64_t machine = MachineThreads();
+  const rlim_t nproc = static_cast<rlim_t>(machine > 0 ? machine : 4096) + 64 * l.processes;
+  add_limit(RLIMIT_NPROC, nproc, nproc);
   add_limit(RLIMIT_CORE, 0, 0);
   // The memory limit proper is on resident size (the watchdog): interpreters and gRPC reserve
   // far more address space than they touch. RLIMIT_AS only stops a runaway between two looks.
