@@ -435,6 +435,7 @@ int Run(const Config& config) {
     options.backoff.max = std::max(options.backoff.initial, options.backoff.max);
     options.stop_grace =
         std::chrono::milliseconds(static_cast<int64_t>(config.plugin_stop_grace * 1000));
+    options.goodbye_grace = options.stop_grace;
     bus::PluginBus* bus = plugin_bus.get();
     auto started = plugins::Supervisor::Start(
         std::move(options),

@@ -192,7 +192,25 @@ class Supervisor::Impl {
         }
       }
     }
-    for (Plugin* p : running) StopProcess(*p);
+    // The goodbye travels behind whatever the plugin still has to read: give it time to act on
+    // it (and leave by itself) before any signal, since the SDKs treat SIGTERM as "leave now".
+    if (deps_.say_goodbye) {
+      for (Plugin* p : running) deps_.say_goodbye(p->manifest->name);
+    }
+    if (options_.goodbye_grace.count() > 0) {
+      std::unique_lock lock(mu_);
+      exited_cv_.wait_for(lock, options_.goodbye_grace, [&] {
+        return std::all_of(running.begin(), running.end(),
+                           [](const Plugin* p) { return p->process == nullptr; });
+      });
+    }
+    {
+      std::lock_guard lock(mu_);
+      // The plugin thread unregisters (and only then frees) the process under mu_.
+      for (Plugin* p : running) {
+        if (p->process != nullptr) p->process->Stop(options_.stop_grace);
+      }
+    }
     for (auto& p : plugins_) {
       if (p->thread.joinable()) p->thread.join();
     }
@@ -318,6 +336,7 @@ class Supervisor::Impl {
             p.process = nullptr;
             p.stop_sent = false;
           }
+          exited_cv_.notify_all();
         }
       }
       const auto ran_for =
@@ -417,6 +436,7 @@ class Supervisor::Impl {
   std::unique_ptr<metrics::Registry> own_registry_;
   std::stop_source stop_;
   mutable std::mutex mu_;
+  std::condition_variable exited_cv_;  // a plugin's process ended (mu_)
   std::vector<std::unique_ptr<Plugin>> plugins_;
   std::mutex stop_mu_;
   bool stopped_ = false;  // guarded by stop_mu_

@@ -72,7 +72,10 @@ struct SupervisorOptions {
   std::string bus_address;  // what plugins connect to (the bus's bound address)
   std::string token;        // the daemon token, handed over on a pipe
   BackoffOptions backoff;
-  std::chrono::milliseconds stop_grace{5000};  // goodbye/SIGTERM to SIGKILL
+  // Stopping: the goodbye, then up to `goodbye_grace` for the plugin to leave by itself, then
+  // SIGTERM, then SIGKILL after `stop_grace`.
+  std::chrono::milliseconds goodbye_grace{0};
+  std::chrono::milliseconds stop_grace{5000};
 };
 
 // Where a supervised plugin is: launching, running, waiting out a restart delay, given up

@@ -192,6 +192,8 @@ class BundledPluginsTest(SupervisorCase):
                    if e["event_type"] == "plugin_disconnect"}
         for name in ("passive-headers", "seer", "example-hello"):
             self.assertTrue(leaving.get(name, "").startswith("goodbye"), leaving)
+            # ... on the daemon's goodbye, before any signal.
+            self.assertNotIn("SIGTERM", leaving[name])
 
 
 class MisbehavingPluginsTest(SupervisorCase):
