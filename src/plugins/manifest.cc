@@ -176,6 +176,17 @@ absl::StatusOr<Manifest> ParseManifest(std::string_view text, const std::string&
           return Bad(path, field, "must be an integer greater than 0");
         }
       }
+      // Upper bounds keep every later computation (deadlines in nanoseconds, rlimits plus one,
+      // multiples of the process count) far from overflow.
+      static constexpr std::pair<std::string_view, uint64_t> kMax[] = {
+          {"cpu_seconds", 366ull * 86400},   {"wall_seconds", 366ull * 86400},
+          {"memory_bytes", 1ull << 48},      {"open_files", 1ull << 20},
+          {"processes", 1ull << 16}};
+      for (const auto& [name, max] : kMax) {
+        if (key == name && value.get<uint64_t>() > max) {
+          return Bad(path, field, oxg::Cat("must be at most ", max));
+        }
+      }
       if (key == "cpu_seconds") {
         m.limits.cpu_seconds = value.get<uint64_t>();
       } else if (key == "memory_bytes") {

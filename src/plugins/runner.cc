@@ -620,6 +620,13 @@ void ProcessImpl::Monitor() {
   int status = 0;
   rusage ru;
   std::memset(&ru, 0, sizeof(ru));
+  // Before the reap, not after: once the pid is released the kernel may hand it (and the group
+  // id) to another process, and a concurrent Stop/Signal must no longer send to it. Every path
+  // here has already killed the group.
+  {
+    std::lock_guard lock(mu_);
+    reaped_ = true;
+  }
   pid_t reaped;
   do {
     reaped = ::wait4(pid_, &status, 0, &ru);
@@ -630,12 +637,7 @@ void ProcessImpl::Monitor() {
               Cat("plugin ", name_, " (pid ", pid_,
                   "): reaped by someone else (SIGCHLD ignored?): ", std::strerror(errno)));
   }
-  ExitInfo result;
-  {
-    std::lock_guard lock(mu_);
-    reaped_ = true;
-  }
-  result = Classify(status, reaped == pid_, leader_info, ru, end);
+  ExitInfo result = Classify(status, reaped == pid_, leader_info, ru, end);
   std::lock_guard lock(mu_);
   result_ = std::move(result);
   done_ = true;
