@@ -65,6 +65,43 @@ bool ParseProcStat(const char* text, size_t len, ProcStat* out) {
   return true;
 }
 
+namespace {
+
+// A process whose main thread has exited while others run shows as 'Z' with an rss of 0 in
+// /proc/<pid>/stat; its live threads still hold the memory. True (and their rss) when one of
+// its other threads is alive.
+bool LiveThreadRss(int proc_fd, const char* pid, int64_t* rss_pages) {
+  char path[sizeof("/task") + 2 * sizeof(dirent::d_name)];
+  std::snprintf(path, sizeof(path), "%s/task", pid);
+  const int task_fd = openat(proc_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (task_fd < 0) return false;
+  DIR* tasks = fdopendir(task_fd);
+  if (tasks == nullptr) {
+    close(task_fd);
+    return false;
+  }
+  bool live = false;
+  char buf[1024];
+  while (const dirent* t = readdir(tasks)) {
+    if (t->d_name[0] < '1' || t->d_name[0] > '9' || std::strcmp(t->d_name, pid) == 0) continue;
+    std::snprintf(path, sizeof(path), "%s/stat", t->d_name);
+    const int fd = openat(dirfd(tasks), path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    close(fd);
+    ProcStat st;
+    if (n <= 0 || !ParseProcStat(buf, static_cast<size_t>(n), &st)) continue;
+    if (st.state == 'Z' || st.state == 'X') continue;
+    live = true;
+    *rss_pages = st.rss_pages;
+    break;
+  }
+  closedir(tasks);
+  return live;
+}
+
+}  // namespace
+
 GroupUsage ScanProcessGroup(pid_t pgid, ScanStop stop) {
   GroupUsage usage;
   static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
@@ -82,7 +119,8 @@ GroupUsage ScanProcessGroup(pid_t pgid, ScanStop stop) {
     ProcStat st;
     if (n <= 0 || !ParseProcStat(buf, static_cast<size_t>(n), &st)) continue;
     if (st.pgrp != pgid) continue;
-    if (st.state == 'Z' || st.state == 'X') {
+    if ((st.state == 'Z' || st.state == 'X') &&
+        !LiveThreadRss(dirfd(dir), e->d_name, &st.rss_pages)) {
       ++usage.zombies;
       continue;
     }

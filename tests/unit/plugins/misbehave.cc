@@ -15,6 +15,7 @@
 //   sleep          say "ready", sleep until killed
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ptrace.h>
@@ -135,6 +136,22 @@ int main(int argc, char** argv) {
     volatile uintptr_t address = 0;
     *reinterpret_cast<volatile int*>(address) = 1;
     return 0;
+  }
+  if (mode == "alloc-headless") {
+    // The main thread leaves, another allocates: /proc/<pid>/stat then reads 'Z' with rss 0.
+    static pthread_t worker;
+    pthread_create(&worker, nullptr, [](void*) -> void* {
+      for (;;) {
+        constexpr size_t kChunk = 1 << 20;
+        char* p = static_cast<char*>(std::malloc(kChunk));
+        if (p == nullptr) {
+          usleep(10'000);
+          continue;
+        }
+        std::memset(p, 0x5a, kChunk);
+      }
+    }, nullptr);
+    pthread_exit(nullptr);
   }
   if (mode == "alloc") {
     for (;;) {

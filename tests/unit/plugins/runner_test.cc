@@ -194,6 +194,16 @@ TEST_F(RunnerTest, UnboundedAllocationIsKilledAtTheMemoryLimit) {
   EXPECT_EQ(TerminationName(info.termination), "memory_limit");
 }
 
+// A process whose main thread has exited still counts: its other threads hold the memory.
+TEST_F(RunnerTest, AllocationAfterTheMainThreadLeftIsStillKilledAtTheMemoryLimit) {
+  Manifest m = MakeManifest("alloc-headless");
+  m.limits.memory_bytes = 64ull << 20;
+  Output out;
+  const ExitInfo info = Run(m, &out);
+  EXPECT_EQ(info.termination, Termination::kMemoryLimit);
+  EXPECT_THAT(info.detail, HasSubstr("over the limit of 64 MiB"));
+}
+
 TEST_F(RunnerTest, SpinningHitsTheCpuLimit) {
   Manifest m = MakeManifest("spin");
   m.limits.cpu_seconds = 1;
