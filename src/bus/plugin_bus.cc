@@ -460,10 +460,6 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     }
     const bool was_active = welcomed();
     if (was_active) {
-      // Series first: once forgotten, a reconnecting plugin of the same name may create them anew.
-      bus_.stats_.active_plugins.Dec();
-      bus_.stats_.queue_length.Remove({name_});
-      bus_.stats_.queue_capacity.Remove({name_});
       // Only now, with every operation finished, does IsCancelled() tell a plugin that vanished
       // (or sent a message over the size limit, which gRPC refuses by cancelling the call) from
       // one that closed its side: the read fails the same way in both cases, and the
@@ -483,6 +479,11 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       bus_.Audit(audit::EventType::kPluginDisconnect, audit::Decision::kInfo, name_, reason,
                  {{"delivered", Cat(delivered_.load())}, {"dropped", Cat(dropped_.load())}});
       log::Info(kComponent, Cat("plugin ", name_, " disconnected (", reason, ")"));
+      // After the audit line (a reader seeing the gauge drop finds it written), before Forget:
+      // once forgotten, a reconnecting plugin of the same name may create the series anew.
+      bus_.stats_.active_plugins.Dec();
+      bus_.stats_.queue_length.Remove({name_});
+      bus_.stats_.queue_capacity.Remove({name_});
     }
     bus_.Forget(this, name_, claimed_);
     {

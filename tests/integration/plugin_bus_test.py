@@ -995,9 +995,13 @@ class SlowPluginTest(BusCase):
                              "nothing dropped after the traffic stopped")
         self.assertEqual(d.metric("oxg_flow_events_dropped_total", samples), stalled_dropped,
                          "nothing dropped as disconnected")
-        # The disconnect audit lines carry the same accounting.
-        leaving = {e["plugin_id"]: e["metadata"] for e in d.audit()
-                   if e["event_type"] == "plugin_disconnect"}
+        # The disconnect audit lines carry the same accounting. They are written when the
+        # daemon has finished the call, which may be just after the plugin saw its status.
+        def disconnects():
+            return {e["plugin_id"]: e["metadata"] for e in d.audit()
+                    if e["event_type"] == "plugin_disconnect"}
+        pu.wait_until(lambda: len(disconnects()) == 2, WAIT, what="2 plugin_disconnect lines")
+        leaving = disconnects()
         self.assertEqual(leaving["fast"], {"delivered": str(2 * n), "dropped": "0"})
         self.assertEqual(leaving["stalled"], {"delivered": str(2 * n - stalled_dropped),
                                               "dropped": str(stalled_dropped)})

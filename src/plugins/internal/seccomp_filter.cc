@@ -5,6 +5,9 @@
 #include <sched.h>
 #include <sys/syscall.h>
 
+#include <unistd.h>
+
+#include <array>
 #include <cerrno>
 #include <cstddef>
 
@@ -122,6 +125,9 @@ constexpr Denied kDenied[] = {
 #ifdef __NR_userfaultfd
     OXG_DENY(userfaultfd),
 #endif
+#ifdef __NR_tkill
+    OXG_DENY(tkill),  // obsolete; tgkill is what libc uses, and it is checked below
+#endif
 #ifdef __NR_fsopen
     OXG_DENY(fsopen),
 #endif
@@ -182,6 +188,42 @@ SeccompProgram* Build() {
   c.push_back(Jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1));
   c.push_back(Stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)));
 #endif
+  // Plugins run under the daemon's uid: keep them from signalling it, its process group or every
+  // process at once, and from changing its limits or scheduling. The program is built in the
+  // daemon, so getpid()/getpgrp() are the daemon's.
+  const uint32_t daemon = static_cast<uint32_t>(getpid());
+  const uint32_t daemon_group = static_cast<uint32_t>(-getpgrp());
+  const uint32_t everyone = static_cast<uint32_t>(-1);
+  struct ArgRule {
+    long nr;
+    int arg;
+    std::array<uint32_t, 3> refused;  // a zero entry is not a value (pid 0 is "self")
+  };
+  const ArgRule rules[] = {
+      {__NR_kill, 0, {daemon, daemon_group, everyone}},
+      {__NR_tgkill, 0, {daemon, 0, 0}},
+      {__NR_pidfd_open, 0, {daemon, 0, 0}},
+      {__NR_prlimit64, 0, {daemon, 0, 0}},
+      {__NR_setpriority, 1, {daemon, 0, 0}},
+      {__NR_sched_setaffinity, 0, {daemon, 0, 0}},
+      {__NR_sched_setscheduler, 0, {daemon, 0, 0}},
+      {__NR_sched_setparam, 0, {daemon, 0, 0}},
+  };
+  for (const ArgRule& r : rules) {
+    int values = 0;
+    for (uint32_t v : r.refused) values += v != 0;
+    // nr? then load the argument, refuse each listed value, allow the rest.
+    c.push_back(Jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(r.nr), 0,
+                     static_cast<uint8_t>(values * 2 + 2)));
+    c.push_back(Stmt(BPF_LD | BPF_W | BPF_ABS,
+                     static_cast<uint32_t>(offsetof(seccomp_data, args) + 8 * r.arg)));  // low word
+    for (uint32_t v : r.refused) {
+      if (v == 0) continue;
+      c.push_back(Jump(BPF_JMP | BPF_JEQ | BPF_K, v, 0, 1));
+      c.push_back(Stmt(BPF_RET | BPF_K, kDeny));
+    }
+    c.push_back(Stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  }
   // clone may create processes and threads, but not new namespaces, and not children of the
   // daemon (CLONE_PARENT would leave zombies the runner never reaps).
   constexpr uint32_t kCloneDenied = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |

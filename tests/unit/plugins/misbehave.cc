@@ -19,6 +19,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -92,6 +94,17 @@ int Escape() {
   Say("setpgid: " + ErrName(setpgid(0, 0)));
   Say("ptrace: " + ErrName(ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) < 0 ? -1 : 0));
   Say("unshare: " + ErrName(unshare(CLONE_NEWUTS)));
+  // The daemon (our parent) is out of reach: no signal, no limit change.
+  Say("kill daemon: " + ErrName(kill(getppid(), 0)));
+  Say("kill everyone: " + ErrName(kill(-1, 0)));
+  rlimit old{};
+  Say("prlimit daemon: " + ErrName(prlimit(getppid(), RLIMIT_CPU, nullptr, &old)));
+  // No namespace through clone, and clone3 is not offered (libc falls back to clone).
+  const long child = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+  if (child == 0) _exit(0);
+  Say("clone newuser: " + ErrName(child < 0 ? -1 : 0));
+  Say("clone3: " + ErrName(syscall(SYS_clone3, nullptr, 0) < 0 ? -1 : 0));
+  Say("kill self: " + ErrName(kill(getpid(), 0)));  // its own process is fine
   Say("getpid: " + ErrName(getpid() > 0 ? 0 : -1));  // allowed calls still work
   return 0;
 }
