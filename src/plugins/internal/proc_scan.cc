@@ -67,11 +67,25 @@ bool ParseProcStat(const char* text, size_t len, ProcStat* out) {
 
 namespace {
 
+// Reads and parses <dir_fd>/<name>/stat.
+bool ReadStat(int dir_fd, const char* name, ProcStat* st) {
+  char path[sizeof("/stat") + sizeof(dirent::d_name)];
+  std::snprintf(path, sizeof(path), "%s/stat", name);
+  const int fd = openat(dir_fd, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[1024];
+  const ssize_t n = read(fd, buf, sizeof(buf));
+  close(fd);
+  return n > 0 && ParseProcStat(buf, static_cast<size_t>(n), st);
+}
+
+bool Gone(const ProcStat& st) { return st.state == 'Z' || st.state == 'X'; }
+
 // A process whose main thread has exited while others run shows as 'Z' with an rss of 0 in
 // /proc/<pid>/stat; its live threads still hold the memory. True (and their rss) when one of
 // its other threads is alive.
 bool LiveThreadRss(int proc_fd, const char* pid, int64_t* rss_pages) {
-  char path[sizeof("/task") + 2 * sizeof(dirent::d_name)];
+  char path[sizeof("/task") + sizeof(dirent::d_name)];
   std::snprintf(path, sizeof(path), "%s/task", pid);
   const int task_fd = openat(proc_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (task_fd < 0) return false;
@@ -81,17 +95,10 @@ bool LiveThreadRss(int proc_fd, const char* pid, int64_t* rss_pages) {
     return false;
   }
   bool live = false;
-  char buf[1024];
   while (const dirent* t = readdir(tasks)) {
     if (t->d_name[0] < '1' || t->d_name[0] > '9' || std::strcmp(t->d_name, pid) == 0) continue;
-    std::snprintf(path, sizeof(path), "%s/stat", t->d_name);
-    const int fd = openat(dirfd(tasks), path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    close(fd);
     ProcStat st;
-    if (n <= 0 || !ParseProcStat(buf, static_cast<size_t>(n), &st)) continue;
-    if (st.state == 'Z' || st.state == 'X') continue;
+    if (!ReadStat(dirfd(tasks), t->d_name, &st) || Gone(st)) continue;
     live = true;
     *rss_pages = st.rss_pages;
     break;
@@ -107,20 +114,11 @@ GroupUsage ScanProcessGroup(pid_t pgid, ScanStop stop) {
   static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   DIR* dir = opendir("/proc");
   if (dir == nullptr) return usage;
-  char path[sizeof("/stat") + sizeof(dirent::d_name)];
-  char buf[1024];
   while (const dirent* e = readdir(dir)) {
     if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    std::snprintf(path, sizeof(path), "%s/stat", e->d_name);
-    const int fd = openat(dirfd(dir), path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    close(fd);
     ProcStat st;
-    if (n <= 0 || !ParseProcStat(buf, static_cast<size_t>(n), &st)) continue;
-    if (st.pgrp != pgid) continue;
-    if ((st.state == 'Z' || st.state == 'X') &&
-        !LiveThreadRss(dirfd(dir), e->d_name, &st.rss_pages)) {
+    if (!ReadStat(dirfd(dir), e->d_name, &st) || st.pgrp != pgid) continue;
+    if (Gone(st) && !LiveThreadRss(dirfd(dir), e->d_name, &st.rss_pages)) {
       ++usage.zombies;
       continue;
     }
