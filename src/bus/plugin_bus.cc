@@ -195,6 +195,11 @@ class PluginBus::Impl final : public Service {
   }
   void Audit(audit::EventType type, audit::Decision decision, std::string_view plugin,
              std::string reason, std::vector<std::pair<std::string, std::string>> metadata = {});
+  // A refused handshake or grant. Anyone who can reach the port can cause these, so they are
+  // rate-limited (a burst of 200, then 50 a second); the counters still count every one, and
+  // the next line written says how many were left out ("suppressed").
+  void AuditRefusal(audit::EventType type, std::string_view plugin, std::string reason,
+                    std::vector<std::pair<std::string, std::string>> metadata);
 
   const PluginBusOptions options_;
   const PluginBusDeps deps_;
@@ -227,6 +232,11 @@ class PluginBus::Impl final : public Service {
 
   std::mutex routing_mu_;
   std::shared_ptr<const Routing> routing_;
+
+  std::mutex refusal_mu_;  // the refusal audit lines' token bucket
+  double refusal_tokens_ = 200;
+  std::optional<Clock::MonoTime> refusal_last_;
+  uint64_t refusals_suppressed_ = 0;
   std::atomic<bool> stopped_{false};
 };
 
@@ -308,8 +318,8 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     phase_ = Phase::kRefused;
     const std::string_view label = bus_.PluginLabel(hello_name_);
     bus_.stats_.plugin_errors.WithLabels({label, reason}).Inc();
-    bus_.Audit(audit_type, audit::Decision::kDeny, label == "unknown" ? "" : label, message,
-               {{"method", "EventStream"}, {"code", internal::StatusCodeName(code)}});
+    bus_.AuditRefusal(audit_type, label == "unknown" ? "" : label, message,
+                      {{"method", "EventStream"}, {"code", internal::StatusCodeName(code)}});
     log::Warn(kComponent, Cat("EventStream refused",
                               label == "unknown" ? std::string() : Cat(" for ", label), ": ",
                               message));
@@ -324,9 +334,8 @@ class Session final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     if (!phase_.compare_exchange_strong(expected, Phase::kRefused)) return;
     Close(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no hello within the time allowed"));
     bus_.stats_.plugin_errors.WithLabels({"unknown", "no_hello"}).Inc();
-    bus_.Audit(audit::EventType::kRpcDenied, audit::Decision::kDeny, "",
-               "no hello within the time allowed",
-               {{"method", "EventStream"}, {"code", "DEADLINE_EXCEEDED"}});
+    bus_.AuditRefusal(audit::EventType::kRpcDenied, "", "no hello within the time allowed",
+                      {{"method", "EventStream"}, {"code", "DEADLINE_EXCEEDED"}});
   }
 
   void OnReadDone(bool ok) override {
@@ -806,6 +815,31 @@ void PluginBus::Impl::Audit(audit::EventType type, audit::Decision decision,
   deps_.audit->Write(event);
 }
 
+void PluginBus::Impl::AuditRefusal(audit::EventType type, std::string_view plugin,
+                                   std::string reason,
+                                   std::vector<std::pair<std::string, std::string>> metadata) {
+  constexpr double kBurst = 200, kPerSecond = 50;
+  uint64_t suppressed = 0;
+  {
+    std::lock_guard lock(refusal_mu_);
+    const Clock::MonoTime now = clock_.MonoNow();
+    if (refusal_last_.has_value()) {
+      refusal_tokens_ = std::min(
+          kBurst, refusal_tokens_ +
+                      kPerSecond * std::chrono::duration<double>(now - *refusal_last_).count());
+    }
+    refusal_last_ = now;
+    if (refusal_tokens_ < 1) {
+      ++refusals_suppressed_;
+      return;
+    }
+    refusal_tokens_ -= 1;
+    suppressed = std::exchange(refusals_suppressed_, 0);
+  }
+  if (suppressed > 0) metadata.emplace_back("suppressed", Cat(suppressed));
+  Audit(type, audit::Decision::kDeny, plugin, std::move(reason), std::move(metadata));
+}
+
 absl::Status PluginBus::Impl::Listen() {
   grpc::ServerBuilder builder;
   const std::string address =
@@ -876,8 +910,8 @@ grpc::ServerUnaryReactor* PluginBus::Impl::GrantCapabilities(
   auto refuse = [&](grpc::StatusCode code, std::string message, std::string_view reason,
                     audit::EventType type = audit::EventType::kRpcDenied) {
     stats_.plugin_errors.WithLabels({label, reason}).Inc();
-    Audit(type, audit::Decision::kDeny, label == "unknown" ? "" : label, message,
-          {{"method", "GrantCapabilities"}, {"code", internal::StatusCodeName(code)}});
+    AuditRefusal(type, label == "unknown" ? "" : label, message,
+                 {{"method", "GrantCapabilities"}, {"code", internal::StatusCodeName(code)}});
     log::Warn(kComponent, Cat("GrantCapabilities refused: ", message));
     span.SetStatus(tracing::StatusCode::kError, message);
     reactor->Finish(grpc::Status(code, std::move(message)));

@@ -702,6 +702,44 @@ class HandshakeTest(BusCase):
         d.wait_metric("oxg_active_plugins", 0)
         self.assertEqual(d.healthz(), 200)
 
+    def test_a_flood_of_refusals_is_counted_whole_and_audited_within_a_budget(self):
+        """Anyone who can reach the port can be refused: every refusal is counted, but the audit
+        log takes a burst of 200 and then 50 a second, and says how many it left out."""
+        d = BusDaemon(self, [("alpha", ["CAP_FLOW_INSPECT"])])
+        ch = d.channel()
+        n = 600
+        audit_before = len(d.audit())
+        for _ in range(n):
+            code, _ = d.grant_error(ch, "alpha", auth_token="wrong-token")
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        d.wait_metric("oxg_plugin_errors_total", n, plugin="alpha", reason="auth_token")
+
+        def denied():
+            return [e for e in d.audit()[audit_before:] if e["event_type"] == "rpc_denied"]
+        written = len(denied())
+        self.assertGreaterEqual(written, 200)
+        self.assertLess(written, n, "the flood reached the audit log whole")
+        # Later refusals are written again, and the first one written says how many were left
+        # out: once a refusal has been written after the flood, every refusal is exactly a line
+        # or part of a reported count.
+        def accounted():
+            lines = denied()
+            reported = sum(int(e.get("metadata", {}).get("suppressed", 0)) for e in lines)
+            return len(lines) + reported, reported
+        deadline = time.monotonic() + WAIT
+        while True:
+            total = d.metric("oxg_plugin_errors_total", plugin="alpha", reason="auth_token")
+            seen, reported = accounted()
+            if seen == total:
+                break
+            self.assertLess(seen, total)
+            self.assertLess(time.monotonic(), deadline, "suppressed refusals never reported")
+            d.grant_error(ch, "alpha", auth_token="wrong-token")
+            d.wait_metric("oxg_plugin_errors_total", total + 1, plugin="alpha",
+                          reason="auth_token")
+        self.assertGreater(reported, 0)
+        self.assertEqual(d.healthz(), 200)
+
     def test_expired_capability_token_is_covered_by_unit_tests(self):
         """The TTL is 60 s on the daemon's real clock: too slow here. Expiry itself is tested on
         a simulated clock in tests/unit/bus/capabilities_test.cc (ExpiredAfterTheTtlOnTheClock);
