@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "unit/testing.h"
 
 namespace oxg::bus {
 namespace {
@@ -48,12 +49,7 @@ size_t LineSize() {
   return line.size();
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using oxg::testing::ReadFile;
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
@@ -89,35 +85,6 @@ std::vector<int> Range(int first, int last) {  // [first, last]
   for (int i = first; i <= last; ++i) v.push_back(i);
   return v;
 }
-
-// Holds the writer thread on its first batch until released.
-class WriterGate {
- public:
-  std::function<void()> Hook() {
-    return [this] {
-      std::unique_lock lock(mu_);
-      if (used_) return;
-      used_ = true;
-      entered_ = true;
-      cv_.notify_all();
-      cv_.wait(lock, [this] { return released_; });
-    };
-  }
-  void WaitEntered() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return entered_; });
-  }
-  void Release() {
-    std::lock_guard lock(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool used_ = false, entered_ = false, released_ = false;
-};
 
 // Sends the operational log to a file for the test's life.
 class CapturedLog {
@@ -261,11 +228,11 @@ TEST_F(FindingStoreTest, RotationKeepsExactlyKeepFilesLineByLine) {
 }
 
 TEST_F(FindingStoreTest, RotationSplitsOneBatchBetweenLines) {
-  WriterGate gate;
+  oxg::testing::Gate gate;
   FindingStore::Options o = Options();
   o.rotate_bytes = 3 * LineSize() + LineSize() / 2;
   o.keep = 3;
-  o.before_batch_for_testing = gate.Hook();
+  o.before_batch_for_testing = [&gate] { gate.Pass(); };
   FindingStore& s = OpenStore(o);
   ASSERT_TRUE(s.Submit(MakeFinding(0)));
   gate.WaitEntered();
@@ -295,10 +262,10 @@ TEST_F(FindingStoreTest, LineLargerThanRotateBytesIsWrittenAloneToAFreshFile) {
 }
 
 TEST_F(FindingStoreTest, FullQueueDropsAndCounts) {
-  WriterGate gate;
+  oxg::testing::Gate gate;
   FindingStore::Options o = Options();
   o.queue_capacity = 2;
-  o.before_batch_for_testing = gate.Hook();
+  o.before_batch_for_testing = [&gate] { gate.Pass(); };
   FindingStore& s = OpenStore(o);
   ASSERT_TRUE(s.Submit(MakeFinding(0)));
   gate.WaitEntered();  // the writer holds the first finding; the queue is empty again
@@ -415,11 +382,11 @@ TEST_F(FindingStoreTest, FailedRotationKeepsEveryLineInTheCurrentFile) {
   // path.1 is a non-empty directory: renaming the file onto it fails, even for root.
   ASSERT_TRUE(std::filesystem::create_directory(Rotated(1)));
   { std::ofstream(Rotated(1) + "/x") << "x"; }
-  WriterGate gate;
+  oxg::testing::Gate gate;
   FindingStore::Options o = Options();
   o.rotate_bytes = LineSize();  // one line per file
   o.keep = 1;
-  o.before_batch_for_testing = gate.Hook();
+  o.before_batch_for_testing = [&gate] { gate.Pass(); };
   FindingStore& s = OpenStore(o);
   ASSERT_TRUE(s.Submit(MakeFinding(1)));
   gate.WaitEntered();
@@ -452,9 +419,9 @@ TEST_F(FindingStoreTest, FailedRotationKeepsEveryLineInTheCurrentFile) {
 }
 
 TEST_F(FindingStoreTest, StopWritesEverythingQueuedThenRefuses) {
-  WriterGate gate;
+  oxg::testing::Gate gate;
   FindingStore::Options o = Options();
-  o.before_batch_for_testing = gate.Hook();
+  o.before_batch_for_testing = [&gate] { gate.Pass(); };
   FindingStore& s = OpenStore(o);
   ASSERT_TRUE(s.Submit(MakeFinding(0)));
   gate.WaitEntered();

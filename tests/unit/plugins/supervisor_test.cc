@@ -26,6 +26,7 @@
 #include "telemetry/tracing/batch_processor.h"
 #include "telemetry/tracing/in_memory_exporter.h"
 #include "telemetry/tracing/tracer.h"
+#include "unit/testing.h"
 
 namespace oxg::plugins {
 namespace {
@@ -338,12 +339,7 @@ class StateWatcher {
   std::map<std::string, std::vector<PluginRunState>> seen_;
 };
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using oxg::testing::ReadFile;
 
 std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
   std::vector<nlohmann::json> out;

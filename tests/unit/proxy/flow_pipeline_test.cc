@@ -22,6 +22,7 @@
 #include "proxy/flow/base64.h"
 #include "telemetry/tracing/batch_processor.h"
 #include "telemetry/tracing/in_memory_exporter.h"
+#include "unit/testing.h"
 
 namespace oxg::proxy {
 namespace {
@@ -96,35 +97,15 @@ class RecordingSink : public FlowSink {
 // Holds the pipeline thread inside Publish until released.
 class BlockingSink : public FlowSink {
  public:
-  void Publish(const FlowEvent&) override {
-    std::unique_lock lock(mu_);
-    entered_ = true;
-    cv_.notify_all();
-    cv_.wait(lock, [this] { return released_; });
-  }
-  void WaitEntered() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return entered_; });
-  }
-  void Release() {
-    std::lock_guard lock(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
+  void Publish(const FlowEvent&) override { gate_.Pass(); }
+  void WaitEntered() { gate_.WaitEntered(); }
+  void Release() { gate_.Release(); }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool entered_ = false;
-  bool released_ = false;
+  oxg::testing::Gate gate_;
 };
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using oxg::testing::ReadFile;
 
 std::vector<ordered_json> ReadLines(const std::string& path) {
   std::vector<ordered_json> out;
