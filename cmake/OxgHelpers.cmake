@@ -46,3 +46,16 @@ function(oxg_benchmark name)
   add_executable(${name} ${ARG_SRCS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} benchmark::benchmark)
 endfunction()
+
+# oxg_python_unittest(NAME DIR TIMEOUT): runs the Python unittest files of DIR with the system
+# interpreter, on the assembled SDK root (<build>/python), with OXG_CTL naming 0xgenctl for tests
+# that check manifests. Label unit.
+function(oxg_python_unittest name dir timeout)
+  set(env "PYTHONPATH=${PROJECT_BINARY_DIR}/python")
+  if(TARGET oxgenctl)
+    list(APPEND env "OXG_CTL=$<TARGET_FILE:oxgenctl>")
+  endif()
+  add_test(NAME ${name}
+           COMMAND /usr/bin/python3 -B -m unittest discover -s ${dir} -t ${dir} -v)
+  set_tests_properties(${name} PROPERTIES ENVIRONMENT "${env}" LABELS unit TIMEOUT ${timeout})
+endfunction()
