@@ -205,6 +205,19 @@ def parse_metrics(text):
     return out
 
 
+def wait_metric(read, name, expected, timeout, **labels):
+    """Polls read(name, **labels) until it equals `expected`; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read(name, **labels)
+        if value == expected:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s%r is %r, expected %r within %.0fs"
+                                 % (name, labels, value, expected, timeout))
+        time.sleep(0.05)
+
+
 def read_audit(path):
     """Parses an audit log, keeping each line's key order."""
     events = []

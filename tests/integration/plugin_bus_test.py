@@ -352,15 +352,7 @@ class BusDaemon:
         return [lab for n, lab, _ in (samples or self.samples()) if n == name]
 
     def wait_metric(self, name, expected, timeout=WAIT, **labels):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.metric(name, **labels)
-            if value == expected:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError("%s%r is %r, expected %r within %.0fs"
-                                     % (name, labels, value, expected, timeout))
-            time.sleep(0.05)
+        return it.wait_metric(self.metric, name, expected, timeout, **labels)
 
     def errors(self):
         return {series_key(n, lab): v for n, lab, v in self.samples() if n in ERROR_FAMILIES}

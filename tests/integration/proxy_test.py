@@ -145,15 +145,7 @@ class Daemon:
         return total
 
     def wait_metric(self, name, expected, timeout=WAIT, **labels):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.metric(name, **labels)
-            if value == expected:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError("%s%r is %r, expected %r within %.0fs"
-                                     % (name, labels, value, expected, timeout))
-            time.sleep(0.05)
+        return it.wait_metric(self.metric, name, expected, timeout, **labels)
 
     # -- capture files --
 
