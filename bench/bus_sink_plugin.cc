@@ -4,9 +4,9 @@
 // stopped (SIGTERM/SIGINT, or EOF on stdin when stdin is a pipe or socket), prints one line:
 //   {"name":"sink-1","events":N,"parse_errors":N,"p50_us":..,"p99_us":..,"first_ns":..,"last_ns":..}
 // first_ns/last_ns: wall-clock arrival of the first and last event (0 when none).
-// OXG_BENCH_STALL=1, or {"stall": true} as the manifest's config (OXG_PLUGIN_CONFIG, for a sink
-// the daemon supervises): the first callback blocks until the stop, so the plugin stops reading
-// after the welcome and one event (a slow plugin, for the daemon's drop accounting).
+// {"stall": true} as the manifest's config (OXG_PLUGIN_CONFIG): the first callback blocks until
+// the stop, so the plugin stops reading after the welcome and one event (a slow plugin, for the
+// daemon's drop accounting).
 // Environment as for every plugin: OXG_PLUGIN_NAME, OXG_BUS_ADDR, OXG_AUTH_TOKEN_*.
 #include <sys/stat.h>
 #include <unistd.h>
@@ -83,8 +83,7 @@ int main() {
   oxg::sdk::Plugin plugin(
       {.capabilities = {"CAP_FLOW_INSPECT"}, .subscriptions = {"FLOW_REQUEST", "FLOW_RESPONSE"}});
   const std::string config = oxg::sdk::ProcessEnv("OXG_PLUGIN_CONFIG").value_or("");
-  const bool stall = oxg::sdk::ProcessEnv("OXG_BENCH_STALL").value_or("") == "1" ||
-                     config.find("\"stall\":true") != std::string::npos;
+  const bool stall = config.find("\"stall\":true") != std::string::npos;
   // Callback state: touched on the SDK's reader thread only, read after Run returned.
   Histogram histogram;
   int64_t first_ns = 0;

@@ -732,7 +732,7 @@ class HandshakeTest(BusCase):
         self.assertGreater(reported, 0)
         self.assertEqual(d.healthz(), 200)
 
-    def test_expired_capability_token_is_covered_by_unit_tests(self):
+    def test_a_grant_announces_its_60_s_expiry_and_is_audited_without_the_token(self):
         """The TTL is 60 s on the daemon's real clock: too slow here. Expiry itself is tested on
         a simulated clock in tests/unit/bus/capabilities_test.cc (ExpiredAfterTheTtlOnTheClock);
         the bus maps every redeem error (unknown, expired, used, other name) to one
